@@ -1,0 +1,147 @@
+"""The tunedeck App: screens, global keys, the command palette and the active model.
+
+Kept thin on purpose: each screen owns its widgets and workers; the App only switches screens and
+holds the one shared resource, the loaded model (loaded in a thread worker, never at import).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from tui.messages import ModelStateChanged
+from tui.screens.registry import SCREENS
+
+
+class TunedeckApp(App):
+    TITLE = "tunedeck"
+    SUB_TITLE = "adapt a local LLM from the keyboard"
+    CSS_PATH = "app.tcss"
+    MODES = {entry.name: entry.factory for entry in SCREENS}
+    DEFAULT_MODE = "home"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        *[
+            Binding(entry.key, f"switch_mode('{entry.name}')", entry.title, show=True)
+            for entry in SCREENS
+        ],
+    ]
+
+    model_state: reactive[str] = reactive("idle")
+    model_detail: reactive[str] = reactive("")
+
+    def __init__(self, model: str | None = None, load_model: bool = True) -> None:
+        super().__init__()
+        from engine.models import DEFAULT_MODEL
+
+        self.model_ref = model or DEFAULT_MODEL
+        self.loaded: Any = None  # engine.models.LoadedModel once ready
+        self.model_info: Any = None
+        self._autoload = load_model
+
+    def on_mount(self) -> None:
+        if self._autoload:
+            self.load_model(self.model_ref)
+
+    # ------------------------------------------------------------------ the active model
+    def load_model(self, ref: str) -> None:
+        self.model_ref = ref
+        self.loaded = None
+        self.model_info = None
+        self.model_detail = f"Loading {ref}…"
+        self.model_state = "loading"
+        self._post_model_state("loading", self.model_detail)
+        self._load_model_worker(ref)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model",
+          description="Loading the model")
+    def _load_model_worker(self, ref: str) -> Any:
+        from engine import models
+
+        def progress(text: str) -> None:
+            self.call_from_thread(setattr, self, "model_detail", text)
+
+        return models.load(ref, progress=progress)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "model":
+            return
+        if event.state == WorkerState.SUCCESS:
+            self.loaded = event.worker.result
+            self.model_info = self.loaded.info
+            self.model_detail = ""
+            self.model_state = "ready"
+            self._post_model_state("ready", "", self.model_info)
+        elif event.state == WorkerState.ERROR:
+            from tui.screens.base import describe_error
+
+            self.model_detail = describe_error(event.worker.error)
+            self.model_state = "error"
+            self._post_model_state("error", self.model_detail)
+
+    def _post_model_state(self, state: str, detail: str, info: Any = None) -> None:
+        for screen in self._installed_and_stacked_screens():
+            screen.post_message(ModelStateChanged(state, detail, info))
+
+    def _installed_and_stacked_screens(self) -> list[Screen]:
+        seen: list[Screen] = []
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                if screen not in seen:
+                    seen.append(screen)
+        return seen
+
+    # ------------------------------------------------------------------ help and palette
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        rows: list[tuple[str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for active in self.active_bindings.values():
+            binding = active.binding
+            if not binding.description or binding.action.startswith("switch_mode"):
+                continue
+            label = binding.key_display or self.get_key_display(binding)
+            where = "everywhere" if active.node is self else type(active.node).__name__
+            if (label, binding.description) in seen:
+                continue
+            seen.add((label, binding.description))
+            rows.append((label, binding.description, where))
+        for entry in SCREENS:
+            rows.append((entry.key.upper(), f"{entry.title}: {entry.description}", "everywhere"))
+        rows.append(("Ctrl+P", "command palette: screens, model, theme", "everywhere"))
+        title = getattr(self.screen, "HELP_TITLE", None) or type(self.screen).__name__
+        intro = getattr(self.screen, "HELP", "")
+        self.push_screen(HelpScreen(title, rows, intro))
+
+    def get_system_commands(self, screen: Screen):
+        yield from super().get_system_commands(screen)
+        for entry in SCREENS:
+            yield SystemCommand(f"Go to {entry.title}", entry.description,
+                                partial(self.switch_mode, entry.name))
+        yield SystemCommand("Choose model", "switch the active model", self.action_choose_model)
+        yield SystemCommand("Help", "every key binding", self.action_help)
+
+    def action_choose_model(self) -> None:
+        from tui.screens.model_picker import ModelPicker
+
+        def chosen(ref: str | None) -> None:
+            if ref:
+                self.load_model(ref)
+
+        self.push_screen(ModelPicker(self.model_ref), chosen)
+
+
+def run_app(model: str | None = None) -> int:
+    TunedeckApp(model=model).run()
+    return 0

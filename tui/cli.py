@@ -1,0 +1,57 @@
+"""The `tunedeck` command: no arguments opens the TUI; subcommands call the engine headless.
+
+Each subcommand lives in a module under ``tui/commands/`` exposing ``register(subparsers)``, which
+adds its parser and sets ``func`` (called with the parsed args, returning an exit code). Headless
+subcommands never import textual; heavy libraries load inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine import __version__
+from engine.errors import TunedeckError
+
+# One module per command group; order is the order in `tunedeck --help`.
+COMMAND_MODULES = [
+    "tui.commands.models",
+    "tui.commands.doctor",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunedeck",
+        description="A keyboard-driven terminal workbench for adapting a local LLM to a task. "
+        "With no command, opens the TUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunedeck {__version__}")
+    parser.add_argument("--model", default=None,
+                        help="model for the TUI (default: smollm2-135m-instruct)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from tui.app import run_app
+
+        return run_app(model=args.model)
+    try:
+        return int(args.func(args) or 0)
+    except TunedeckError as err:
+        print(f"tunedeck: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tunedeck: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One Screen per file. `registry.SCREENS` lists the top-level screens the App switches between."""
