@@ -292,6 +292,7 @@ def quantization_config(quantize: Quantize, policy: DevicePolicy, quant_type: st
 
 def probe_4bit(device: str | None = None) -> tuple[bool, str]:
     """Try a 4-bit matmul on the device: (works, reason). Tried, not guessed."""
+    _quiet_transformers()
     try:
         import bitsandbytes as bnb
         import torch
@@ -315,6 +316,12 @@ def probe_4bit(device: str | None = None) -> tuple[bool, str]:
 
 
 def _quiet_transformers() -> None:
+    """Silence library chatter that would otherwise land in the user's terminal or TUI."""
+    import logging
+
+    # bitsandbytes warns at import on CPUs with AVX512-BF16 that an optional kernel download is
+    # missing; the built-in kernels are used instead, so the warning is noise here.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:

@@ -7,6 +7,7 @@ holds the one shared resource, the loaded model (loaded in a thread worker, neve
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -23,7 +24,7 @@ from tui.screens.registry import SCREENS
 class TunedeckApp(App):
     TITLE = "tunedeck"
     SUB_TITLE = "adapt a local LLM from the keyboard"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     MODES = {entry.name: entry.factory for entry in SCREENS}
     DEFAULT_MODE = "home"
     BINDINGS = [
@@ -49,7 +50,8 @@ class TunedeckApp(App):
 
     def on_mount(self) -> None:
         if self._autoload:
-            self.load_model(self.model_ref)
+            # After the first frame: the model's imports (torch, transformers) must not delay it.
+            self.call_after_refresh(self.load_model, self.model_ref)
 
     # ------------------------------------------------------------------ the active model
     def load_model(self, ref: str) -> None:
@@ -105,18 +107,26 @@ class TunedeckApp(App):
 
         if isinstance(self.screen, HelpScreen):
             return
-        rows: list[tuple[str, str, str]] = []
+        ranked: list[tuple[int, str, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for active in self.active_bindings.values():
             binding = active.binding
             if not binding.description or binding.action.startswith("switch_mode"):
                 continue
             label = binding.key_display or self.get_key_display(binding)
-            where = "everywhere" if active.node is self else type(active.node).__name__
             if (label, binding.description) in seen:
                 continue
             seen.add((label, binding.description))
-            rows.append((label, binding.description, where))
+            # The screen's own keys first, then the global ones, then the focused widget's.
+            if isinstance(active.node, Screen):
+                rank, where = 0, "this screen"
+            elif active.node is self:
+                rank, where = 1, "everywhere"
+            else:
+                rank, where = 2, type(active.node).__name__
+            ranked.append((rank, label, binding.description, where))
+        ranked.sort(key=lambda row: row[0])
+        rows = [(label, description, where) for _, label, description, where in ranked]
         for entry in SCREENS:
             rows.append((entry.key.upper(), f"{entry.title}: {entry.description}", "everywhere"))
         rows.append(("Ctrl+P", "command palette: screens, model, theme", "everywhere"))
