@@ -1,0 +1,226 @@
+"""The history database: every prompt try, in SQLite (WAL) with a schema version and migrations.
+
+The schema version is SQLite's ``PRAGMA user_version``. ``MIGRATIONS[i]`` upgrades a database from
+version ``i`` to ``i + 1``; opening a database applies the missing ones in order, each in its own
+transaction, so an old file is upgraded in place and a new one is built the same way. To change
+the schema, append a function to ``MIGRATIONS``; never edit a released one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engine import paths
+from engine.errors import TunedeckError
+
+
+def _v1_tries(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE tries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            template TEXT NOT NULL,
+            template_text TEXT NOT NULL,
+            strategy TEXT NOT NULL,   -- JSON
+            params TEXT NOT NULL,     -- JSON
+            inputs TEXT NOT NULL,     -- JSON
+            prompt_text TEXT NOT NULL,
+            output TEXT NOT NULL
+        )""")
+
+
+def _v2_adapter_metrics(db: sqlite3.Connection) -> None:
+    # Tries made with a fine-tuned adapter, and timings/token counts kept with each try.
+    db.execute("ALTER TABLE tries ADD COLUMN adapter TEXT")
+    db.execute("ALTER TABLE tries ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}'")
+    db.execute("CREATE INDEX tries_created ON tries(created_at)")
+
+
+def _v3_ratings(db: sqlite3.Connection) -> None:
+    # Rated completions, ratings and A/B pairs; the schema lives with engine/ratings.py.
+    from engine.ratings import migrate_ratings
+
+    migrate_ratings(db)
+
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = [_v1_tries, _v2_adapter_metrics, _v3_ratings]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class Try:
+    id: int
+    created_at: str
+    model: str
+    adapter: str | None
+    template: str
+    template_text: str
+    strategy: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    prompt_text: str = ""
+    output: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_COLUMNS = ("id, created_at, model, adapter, template, template_text, strategy, params, inputs, "
+            "prompt_text, output, metrics")
+_JSON_FIELDS = ("strategy", "params", "inputs", "metrics")
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_unreadable": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _row_to_try(row: sqlite3.Row) -> Try:
+    data = dict(row)
+    for name in _JSON_FIELDS:
+        data[name] = _loads(data[name])
+    return Try(**data)
+
+
+def migrate(db: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
+    """Bring the database to the latest schema; returns the version it is at.
+
+    Each step runs in its own ``BEGIN IMMEDIATE`` transaction and re-reads the version inside
+    it, so two processes opening a new or old database at once never apply a step twice.
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    latest = len(migrations)
+
+    def version() -> int:
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        if current > latest:
+            raise TunedeckError(
+                f"The history database has schema version {current}, newer than this tunedeck "
+                f"understands ({latest}). Upgrade tunedeck, or point TUNEDECK_HOME elsewhere.")
+        return current
+
+    while version() < latest:
+        with db:  # commits the step, or rolls it back and leaves the previous version intact
+            db.execute("BEGIN IMMEDIATE")
+            current = version()
+            if current < latest:
+                migrations[current](db)
+                db.execute(f"PRAGMA user_version = {current + 1}")
+    return latest
+
+
+class Store:
+    """One facade over the history database; safe to share between threads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else paths.db_path()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    # The file is created on first use, never at construction (screens build a Store eagerly).
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            paths.ensure_dir(self.path.parent)
+            try:
+                db = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
+                                     isolation_level=None)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                migrate(db)
+            except sqlite3.DatabaseError as err:
+                raise TunedeckError(f"{self.path}: cannot open the history database: {err}. "
+                                    "Move the file away to start a new history.") from None
+            self._db = db
+        return self._db
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    def add_try(self, *, model: str, adapter: str | None, template: str, template_text: str,
+                strategy: dict, params: dict, inputs: dict, prompt_text: str, output: str,
+                metrics: dict) -> int:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        row = (created, model, adapter, template, template_text,
+               *(json.dumps(v, ensure_ascii=False, default=str)
+                 for v in (strategy, params, inputs)),
+               prompt_text, output, json.dumps(metrics, ensure_ascii=False, default=str))
+        with self._lock:
+            cursor = self._conn().execute(
+                "INSERT INTO tries (created_at, model, adapter, template, template_text, "
+                "strategy, params, inputs, prompt_text, output, metrics) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            return int(cursor.lastrowid)
+
+    def list_tries(self, limit: int = 200, offset: int = 0,
+                   search: str | None = None) -> list[Try]:
+        """Newest first; `search` matches model, adapter, template, inputs and output."""
+        sql = f"SELECT {_COLUMNS} FROM tries"
+        args: list[Any] = []
+        if search and search.strip():
+            like = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%")\
+                .replace("_", "\\_") + "%"
+            columns = ("model", "adapter", "template", "inputs", "output")
+            sql += " WHERE " + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns)
+            args += [like] * len(columns)
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        with self._lock:
+            return [_row_to_try(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def count_tries(self) -> int:
+        with self._lock:
+            return self._conn().execute("SELECT COUNT(*) FROM tries").fetchone()[0]
+
+    def get_try(self, try_id: int) -> Try:
+        with self._lock:
+            row = self._conn().execute(f"SELECT {_COLUMNS} FROM tries WHERE id = ?",
+                                       (try_id,)).fetchone()
+        if row is None:
+            raise TunedeckError(f"No try with id {try_id} in {self.path}.")
+        return _row_to_try(row)
+
+    def export_tries_jsonl(self, out: Path) -> int:
+        """Every try, oldest first, one JSON object per line; written atomically."""
+        out = Path(out)
+        paths.ensure_dir(out.parent)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        count = 0
+        with self._lock:
+            rows = self._conn().execute(f"SELECT {_COLUMNS} FROM tries ORDER BY id")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(_row_to_try(row).as_dict(), ensure_ascii=False) + "\n")
+                    count += 1
+        os.replace(tmp, out)
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
