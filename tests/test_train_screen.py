@@ -1,0 +1,254 @@
+"""The Train screen: the form, the pre-flight panel, launching; and the end-to-end run_test:
+launch from the Train screen, watch the chart and a sample arrive, quit, the run goes on, a new
+app reattaches and shows the whole history."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from textual.widgets import Input, Select
+
+from engine.training.rundir import ACTIVE_STATES, list_runs
+from tui.app import TunedeckApp
+
+
+def make_dataset(folder: Path, n_train: int = 48, n_val: int = 4) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = ["singer", "concert", "stadium", "album"]
+
+    def row(i: int) -> str:
+        table = tables[i % len(tables)]
+        return json.dumps({"prompt": f"How many rows are in {table} number {i}?",
+                           "completion": f"SELECT count(*) FROM {table} WHERE id = {i}"})
+
+    (folder / "train.jsonl").write_text("\n".join(row(i) for i in range(n_train)) + "\n")
+    (folder / "validation.jsonl").write_text(
+        "\n".join(row(1000 + i) for i in range(n_val)) + "\n")
+    return folder
+
+
+def set_fields(screen, **values) -> None:
+    for name, value in values.items():
+        if name == "method":
+            screen.query_one("#field-method", Select).value = value
+        else:
+            screen.query_one(f"#field-{name}", Input).value = str(value)
+
+
+def field(screen, name: str) -> str:
+    return screen.query_one(f"#field-{name}", Input).value
+
+
+async def wait_for(pilot, condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.2)
+
+
+def log_tail(run, lines: int = 15) -> str:
+    try:
+        return "\n".join(run.log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no train.log)"
+
+
+def fake_report(ok: bool = True) -> SimpleNamespace:
+    """A PreflightReport-shaped object (the panel only reads these fields)."""
+    return SimpleNamespace(
+        ok=ok, errors=[] if ok else ["every label is masked: raise max_seq_len (now 8)"],
+        warnings=["pad == eos: the EOS label is kept by the collator"],
+        example_tokens=[("<|im_start|>", False), ("user", False), ("\n", False), ("Hi", False),
+                        ("<|im_start|>", False), ("assistant", False), ("\n", False),
+                        ("SELECT", True), (" 1", True), ("<|im_end|>", True)],
+        trainable_params=4_884_480, total_params=139_400_000,
+        memory_estimate_mb={"weights": 105.0, "optimizer": 39.0, "activations": 310.0,
+                            "total": 454.0},
+        steps=25, est_seconds=95.0, train_rows=200, eval_rows=20,
+    )
+
+
+async def test_form_is_prefilled_from_the_config_defaults():
+    from engine.training.config import TrainConfig
+
+    defaults = TrainConfig()
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        assert field(screen, "model") == defaults.model
+        assert field(screen, "dataset") == defaults.dataset
+        assert field(screen, "lora_r") == str(defaults.lora_r)
+        assert float(field(screen, "learning_rate")) == defaults.learning_rate
+        assert screen.query_one("#field-method", Select).value == defaults.method
+        assert screen.form_config() == defaults
+
+
+async def test_choosing_an_example_config_fills_the_form(tmp_path, monkeypatch):
+    import engine.training.config as config_module
+
+    example = tmp_path / "sql-lora.yaml"
+    example.write_text("method: lora\nlora_r: 8\nmax_steps: 20\nname: sql\n"
+                       "mapping: {question: prompt}\n")
+    monkeypatch.setattr(config_module, "example_configs", lambda: [example])
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#example", Select).focus()
+        await pilot.press("enter", "down", "enter")  # open, skip "defaults", choose the example
+        await pilot.pause()
+        assert screen.query_one("#field-method", Select).value == "lora"
+        assert field(screen, "lora_r") == "8" and field(screen, "max_steps") == "20"
+        assert field(screen, "name") == "sql"
+        config = screen.form_config()
+        assert config.mapping == {"question": "prompt"}  # kept although not in the form
+
+
+async def test_a_bad_number_is_named_and_nothing_starts():
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        box = screen.query_one("#field-lora_r", Input)
+        box.value = ""
+        box.focus()
+        await pilot.press("a", "b", "c", "ctrl+t")
+        await pilot.pause()
+        report = str(screen.query_one("#preflight-report").render())
+        assert "LoRA r (lora_r): 'abc' is not a whole number" in report
+        assert not [w for w in app.workers if w.group == "train"]
+
+
+async def test_failing_preflight_blocks_the_launch(monkeypatch):
+    import engine.training.launch as launch_module
+    import engine.training.preflight as preflight_module
+
+    launched = []
+    monkeypatch.setattr(preflight_module, "preflight", lambda config, progress=None:
+                        fake_report(ok=False))
+    monkeypatch.setattr(launch_module, "launch", lambda config: launched.append(config))
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4", "ctrl+l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        assert launched == []
+        assert type(screen).__name__ == "TrainScreen"
+        report = str(screen.query_one("#preflight-report").render())
+        assert "1 problem(s), not launchable" in report and "every label is masked" in report
+
+
+async def test_a_crashing_preflight_is_shown_not_raised(monkeypatch):
+    import engine.training.preflight as preflight_module
+
+    def boom(config, progress=None):
+        raise RuntimeError("tokenizer exploded")
+
+    monkeypatch.setattr(preflight_module, "preflight", boom)
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4", "ctrl+t")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        report = str(app.screen.query_one("#preflight-report").render())
+        assert "RuntimeError: tokenizer exploded" in report
+
+
+@pytest.mark.slow
+async def test_real_preflight_on_the_tiny_model(tiny_model_dir, tmp_path):
+    data = make_dataset(tmp_path / "data")
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        set_fields(screen, model=tiny_model_dir, dataset=data, method="lora", max_steps=10,
+                   batch_size=4, max_seq_len=64)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.report is not None, 120, "the pre-flight report")
+        assert screen.report.ok, screen.report.errors
+        report = str(screen.query_one("#preflight-report").render())
+        assert "Pre-flight OK" in report and "SELECT" in report
+        assert f"{screen.report.train_rows:,} train" in report
+        trained = "".join(t for t, on in screen.report.example_tokens if on)
+        assert "SELECT count(*) FROM" in trained
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_run_from_train_screen_survives_the_app_and_reattaches(tiny_model_dir, tmp_path):
+    from tui.screens.run_view import RunViewScreen
+
+    data = make_dataset(tmp_path / "data")
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        set_fields(app.screen, name="e2e", model=tiny_model_dir, dataset=data, method="lora",
+                   max_steps=30, batch_size=4, max_seq_len=64, eval_every=10, sample_every=10,
+                   save_every=0)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunViewScreen), 120,
+                       "the live view after launch")
+        view = app.screen.view
+        run = view.run
+        await wait_for(pilot, lambda: (view.chart.curves and view.samples.samples)
+                       or not run.is_active(), 240, "a loss point and a sample on screen")
+        assert run.is_active(), f"the runner ended early:\n{log_tail(run)}"
+        assert view.chart.curves[0].xs, "the chart shows train loss"
+        assert view.samples.samples[0]["step"] == 10
+        assert run.is_active() and view.history.step < 30, "the run is still going at quit"
+        await pilot.press("ctrl+q")
+    quit_at = time.time()
+
+    # the app is gone; the runner is not
+    deadline = time.monotonic() + 240
+    while run.is_active() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.state() == "done", f"{run.read_status().get('error')}\n{log_tail(run)}"
+    events = run.read_events()
+    logs = [e for e in events if e["type"] == "log"]
+    samples = [e for e in events if e["type"] == "sample"]
+    assert any(e["t"] > quit_at for e in logs), "training went on after the app quit"
+    assert logs[-1]["step"] == 30
+
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        assert [r.id for r in list_runs()] == [run.id]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, RunViewScreen)
+        view = app.screen.view
+        assert view.chart.curves[0].xs == [e["step"] for e in logs]
+        assert len(view.samples.samples) == len(samples)
+        line = str(app.screen.query_one("#run-progress-line").render())
+        assert line.startswith("done · step 30/30")
+        assert view.history.state not in ACTIVE_STATES
+
+
+def test_snapshot_train_screen(snap_compare):
+    assert snap_compare(TunedeckApp(load_model=False), terminal_size=(80, 24), press=["f4"])
+
+
+def test_snapshot_train_screen_with_a_report(snap_compare):
+    async def show_report(pilot):
+        await pilot.press("f4")
+        await pilot.pause()
+        pilot.app.screen.show_report(fake_report(ok=True))
+        pilot.app.screen.set_status("Ctrl+L launches this config.")
+        await pilot.pause()
+
+    assert snap_compare(TunedeckApp(load_model=False), terminal_size=(100, 30),
+                        run_before=show_report)

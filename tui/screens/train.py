@@ -1,0 +1,312 @@
+"""Train: a config form (prefilled from the defaults or an example config), the pre-flight panel,
+and the launch key. Launching starts a detached runner and opens its live view; the run goes on
+when the view or the app closes.
+
+Pre-flight and launch run in one thread worker group ("train"): pre-flight loads the tokenizer
+and the model, and `launch` is kept off the UI thread too. `engine.training.*` is imported inside
+the functions, so opening this screen never pulls in torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.widgets import Footer, Header, Input, Label, Select, Static
+from textual.worker import Worker, WorkerState
+
+from engine.errors import TunedeckError
+from tui.messages import LoadProgress
+from tui.screens.base import WorkbenchScreen
+from tui.screens.run_view import RunViewScreen
+
+METHODS = ("full", "lora", "qlora", "dora")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # TrainConfig attribute
+    label: str
+    kind: type = str
+
+
+FIELDS = (
+    Field("name", "run name"),
+    Field("model", "model"),
+    Field("dataset", "dataset"),
+    Field("lora_r", "LoRA r", int),
+    Field("lora_alpha", "LoRA alpha", int),
+    Field("learning_rate", "learning rate", float),
+    Field("epochs", "epochs", float),
+    Field("max_steps", "max steps", int),
+    Field("batch_size", "batch size", int),
+    Field("max_seq_len", "max seq len", int),
+    Field("eval_every", "eval every", int),
+    Field("sample_every", "sample every", int),
+    Field("save_every", "save every", int),
+)
+
+
+def field_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def parse_field(field: Field, text: str) -> Any:
+    text = text.strip()
+    if field.kind is str:
+        return text
+    if not text:
+        raise TunedeckError(f"{field.label} ({field.name}): give a number.")
+    try:
+        return int(text) if field.kind is int else float(text)
+    except ValueError:
+        kind = "a whole number" if field.kind is int else "a number"
+        raise TunedeckError(f"{field.label} ({field.name}): {text!r} is not {kind}.") from None
+
+
+def report_content(report: Any) -> Content:
+    """The pre-flight report as styled text: verdict, problems, sizes, then the token view."""
+    parts: list[Any] = []
+    if report.ok:
+        parts.append(("Pre-flight OK", "bold $success"))
+    else:
+        parts.append((f"Pre-flight: {len(report.errors)} problem(s), not launchable",
+                      "bold $error"))
+    parts.append("\n")
+    for error in report.errors:
+        parts += [("✗ ", "bold $error"), (error, "$error"), "\n"]
+    for warning in report.warnings:
+        parts += [("! ", "bold $warning"), (warning, "$warning"), "\n"]
+    pct = 100 * report.trainable_params / report.total_params if report.total_params else 0.0
+    eta = f"~{_duration(report.est_seconds)}" if report.est_seconds is not None else "unknown"
+    rows = f"{report.train_rows:,} train · {report.eval_rows:,} eval"
+    if getattr(report, "mean_tokens", 0):
+        rows += f" · {report.mean_tokens:,.0f} tokens/row"
+    if getattr(report, "padding_ratio", 0):
+        rows += f" · {100 * report.padding_ratio:.0f}% padding"
+    facts = [
+        ("rows", rows),
+        ("steps", f"{report.steps:,} (time {eta}"
+                  + (f" on {report.device})" if getattr(report, "device", "") else ")")),
+        ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
+    ]
+    memory = report.memory_estimate_mb or {}
+    if memory:
+        order = [k for k in ("weights", "optimizer", "activations", "total") if k in memory]
+        order += [k for k in memory if k not in order]
+        facts.append(("memory", " · ".join(f"{k} {memory[k]:,.0f} MB" for k in order)))
+    for key, value in facts:
+        parts += [(f"{key:<10}", "$text-muted"), value, "\n"]
+    if report.example_tokens:
+        parts += ["\n", ("One example ", "bold"), ("trained", "bold $success on $success 20%"),
+                  " / ", ("masked", "$text-muted"), "\n"]
+        for token, trained in report.example_tokens:
+            text = token.replace("\n", "⏎\n")
+            parts.append((text, "$success on $success 20%") if trained else (text, "$text-muted"))
+    return Content.assemble(*parts)
+
+
+def _duration(seconds: float) -> str:
+    from tui.widgets.run_progress import format_duration
+
+    return format_duration(seconds)
+
+
+class TrainScreen(WorkbenchScreen):
+    HELP_TITLE = "Train"
+    HELP = ("Set up a fine-tune: pick an example config (or the defaults), adjust the form, "
+            "Ctrl+T checks it (tokens with trained / masked labels, memory, steps, time) and "
+            "Ctrl+L launches it after a passing check. The run is a separate process: closing "
+            "its view or the app leaves it running; F5 (Runs) lists every run.")
+    BINDINGS = [
+        Binding("ctrl+t", "preflight", "Pre-flight"),
+        Binding("ctrl+l", "launch", "Launch"),
+        Binding("ctrl+o", "open_last", "Last run"),
+    ]
+    DEFAULT_CSS = """
+    TrainScreen #train-body { height: 1fr; }
+    TrainScreen #train-form { width: 42; border: round $panel-lighten-2; padding: 0 1; }
+    TrainScreen #train-form:focus-within { border: round $primary; }
+    TrainScreen .form-row { height: 1; margin-bottom: 0; }
+    TrainScreen .form-row > Label { width: 14; color: $text-muted; }
+    TrainScreen .form-row > Input, TrainScreen .form-row > Select { width: 1fr; }
+    TrainScreen #preflight { width: 1fr; border: round $panel-lighten-2; padding: 0 1; }
+    TrainScreen #preflight-status { height: auto; color: $text-muted; }
+    TrainScreen #preflight-report { height: auto; }
+    TrainScreen #preflight-report.error { color: $error; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base: Any = None  # the TrainConfig the form starts from (defaults or an example)
+        self.report: Any = None  # the last PreflightReport
+        self._report_for: dict[str, Any] | None = None  # config dict the report was made for
+        self.last_run: Any = None  # RunDir of the run launched from here
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="train-body"):
+            with VerticalScroll(id="train-form"):
+                with Horizontal(classes="form-row"):
+                    yield Label("example")
+                    yield Select([], prompt="defaults", id="example", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("method")
+                    yield Select([(m, m) for m in METHODS], allow_blank=False, value="qlora",
+                                 id="field-method", compact=True)
+                for field in FIELDS:
+                    with Horizontal(classes="form-row"):
+                        yield Label(field.label)
+                        yield Input(id=f"field-{field.name}", compact=True,
+                                    select_on_focus=False)
+            with VerticalScroll(id="preflight"):
+                yield Static("Ctrl+T checks the config before a launch: the token view of one "
+                             "example, memory, steps and time. Ctrl+L checks, then launches.",
+                             id="preflight-status")
+                yield Static("", id="preflight-report")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from engine.training.config import example_configs
+
+        self.query_one("#train-form").border_title = "config"
+        self.query_one("#preflight").border_title = "pre-flight"
+        examples = self.query_one("#example", Select)
+        examples.set_options([(path.stem, str(path)) for path in example_configs()])
+        self.fill(self.defaults())
+
+    # ------------------------------------------------------------------ the form
+    def defaults(self) -> Any:
+        from engine.training.config import TrainConfig
+
+        config = TrainConfig()
+        # The model the app is working with is the sensible one to tune.
+        active = getattr(self.app, "model_ref", None)
+        if active:
+            config.model = active
+        return config
+
+    def fill(self, config: Any) -> None:
+        """Show `config` in the form; it is also the base for the settings the form lacks."""
+        self.base = config
+        self.query_one("#field-method", Select).value = (
+            config.method if config.method in METHODS else "qlora")
+        for field in FIELDS:
+            self.query_one(f"#field-{field.name}", Input).value = field_text(
+                getattr(config, field.name))
+
+    def form_config(self) -> Any:
+        """The form as a TrainConfig (raises TunedeckError naming the field)."""
+        from engine.training.config import TrainConfig
+
+        data = self.base.to_dict()
+        data["method"] = self.query_one("#field-method", Select).value
+        for field in FIELDS:
+            data[field.name] = parse_field(
+                field, self.query_one(f"#field-{field.name}", Input).value)
+        return TrainConfig.from_dict(data, source="Train form")
+
+    @on(Select.Changed, "#example")
+    def _example_chosen(self, event: Select.Changed) -> None:
+        from engine.training.config import TrainConfig
+
+        if event.value is Select.NULL:
+            self.fill(self.defaults())
+            return
+        try:
+            self.fill(TrainConfig.from_yaml(str(event.value)))
+        except TunedeckError as err:
+            self.show_error(str(err))
+
+    # ------------------------------------------------------------------ pre-flight / launch
+    def action_preflight(self) -> None:
+        self._start(launch=False)
+
+    def action_launch(self) -> None:
+        self._start(launch=True)
+
+    def _start(self, launch: bool) -> None:
+        try:
+            config = self.form_config()
+        except TunedeckError as err:
+            self.show_error(str(err))
+            return
+        key = config.to_dict()
+        # A passing check of this very config is not repeated before its launch.
+        cached = self.report if key == self._report_for and getattr(
+            self.report, "ok", False) else None
+        self.set_status("Pre-flight, then launch…" if launch
+                        else "Pre-flight: loading the tokenizer and the model…")
+        self._train_worker(config, key, cached, launch)
+
+    def action_open_last(self) -> None:
+        if self.last_run is None:
+            self.notify("No run launched from here yet; F5 lists every run.",
+                        severity="warning")
+            return
+        self.app.push_screen(RunViewScreen(self.last_run))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train",
+          description="Pre-flight")
+    def _train_worker(self, config: Any, key: dict[str, Any], report: Any,
+                      launch: bool) -> tuple[dict[str, Any], Any, Any]:
+        if report is None:
+            from engine.training.preflight import preflight
+
+            report = preflight(config, progress=lambda text: self.post_message(
+                LoadProgress(str(text))))
+        if not launch or not report.ok:
+            return key, report, None
+        from engine.training.launch import launch as start
+
+        self.post_message(LoadProgress("Starting the runner…"))
+        return key, report, start(config)
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        self.set_status(message.text)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "train" or event.state != WorkerState.SUCCESS:
+            return
+        self._report_for, report, run = event.worker.result
+        self.report = report
+        self.show_report(report)
+        if run is not None:
+            self.last_run = run
+            self.set_status(f"Launched {run.id}. Ctrl+O reopens its view; F5 lists every run.")
+            if self.app.screen is self:
+                self.app.push_screen(RunViewScreen(run))
+            else:  # the user went elsewhere meanwhile: do not pull them back
+                self.notify(f"Launched {run.id}: F4 then Ctrl+O, or F5, to watch it.")
+        elif not report.ok:
+            self.set_status("Fix the problems below, then Ctrl+T again.")
+        else:
+            self.set_status("Ctrl+L launches this config.")
+
+    def worker_failed(self, worker: Worker, message: str) -> None:
+        self.show_error(message)
+        super().worker_failed(worker, message)
+
+    # ------------------------------------------------------------------ the panel
+    def set_status(self, text: str) -> None:
+        self.query_one("#preflight-status", Static).update(text)
+
+    def show_report(self, report: Any) -> None:
+        widget = self.query_one("#preflight-report", Static)
+        widget.remove_class("error")
+        widget.update(report_content(report))
+
+    def show_error(self, message: str) -> None:
+        self.set_status("Not launched:")
+        widget = self.query_one("#preflight-report", Static)
+        widget.add_class("error")
+        widget.update(Content(message))

@@ -1,0 +1,78 @@
+"""Progress of one run: a bar with step / total, then state, ETA, tokens/s and memory.
+
+The numbers come from the run's own events (their timestamps), never from this process's clock,
+so a view that reattaches to a run shows the same ETA as one that watched it start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def progress_line(history: Any) -> str:
+    """`running · step 12/40 · ETA 1m20s · 153 tok/s · mem 812 MB` from a RunHistory."""
+    total = history.total_steps
+    step = history.step
+    parts = [history.state, f"step {step}/{total}" if total else f"step {step}"]
+    if history.epoch is not None:
+        parts.append(f"epoch {history.epoch:.2f}")
+    if history.state in ("starting", "running"):
+        parts.append(f"ETA {format_duration(history.eta_seconds)}")
+    if history.tokens_per_s is not None:
+        parts.append(f"{history.tokens_per_s:,.0f} tok/s")
+    if history.mem_mb is not None:
+        parts.append(f"mem {history.mem_mb:,.0f} MB")
+    if history.last_loss is not None:
+        parts.append(f"loss {history.last_loss:.4f}")
+    if history.last_eval_loss is not None:
+        parts.append(f"eval {history.last_eval_loss:.4f}")
+    return " · ".join(parts)
+
+
+class RunProgress(Vertical):
+    DEFAULT_CSS = """
+    RunProgress { height: auto; padding: 0 1; }
+    RunProgress ProgressBar { width: 1fr; }
+    RunProgress ProgressBar Bar { width: 1fr; }
+    RunProgress #run-progress-title { height: 1; text-style: bold; color: $accent; }
+    RunProgress #run-progress-line { height: auto; color: $text-muted; }
+    RunProgress #run-progress-error { height: auto; color: $error; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="run-progress-title")
+        yield ProgressBar(total=1, show_eta=False, id="run-progress-bar")
+        yield Static("", id="run-progress-line")
+        yield Static("", id="run-progress-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#run-progress-error", Static).display = False
+
+    def update_from(self, history: Any) -> None:
+        title = f"{history.run.id} · {history.model} · {history.method}"
+        self.query_one("#run-progress-title", Static).update(title)
+        bar = self.query_one("#run-progress-bar", ProgressBar)
+        # An unknown total would animate an indeterminate bar; step/step keeps it still.
+        total = history.total_steps or max(history.step, 1)
+        bar.update(total=total, progress=min(history.step, total))
+        self.query_one("#run-progress-line", Static).update(progress_line(history))
+        error = self.query_one("#run-progress-error", Static)
+        error.display = bool(history.error)
+        error.update(history.error or "")
