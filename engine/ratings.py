@@ -1,0 +1,738 @@
+"""Human judgments of completions, and the training sets made from them.
+
+Any completion can be rated: a playground try, a training run's sample, an evaluation output, or
+one side of an A/B comparison. A rating is thumbs up / down, 1-5 stars, an optional corrected
+("ideal") completion and a comment; an A/B pair records which side won (or a tie). Each
+completion keeps its provenance: model, adapter, run, template, strategy and parameters.
+
+The tables live in the history database (`engine.store`, one migration appended to its list).
+This module opens its own connection so the TUI and the CLI (two processes) can write at once:
+WAL lets readers and one writer work together, the busy timeout makes a second writer wait its
+turn, and `synchronous=FULL` makes a committed rating survive a crash of the process or the OS.
+
+Exports use TRL's field names: SFT ``prompt``/``completion``, DPO ``prompt``/``chosen``/
+``rejected``, KTO ``prompt``/``completion``/``label``; conversational (lists of
+``{"role", "content"}``) when the completions came through a chat template. Each export comes with
+a report of what went in and what was left out, and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engine import paths
+from engine.errors import TunedeckError
+
+SOURCES = ("try", "sample", "eval", "ab", "manual")
+CHOICES = ("a", "b", "tie")
+FORMATS = ("sft", "dpo", "kto")
+GOOD_STARS = 4  # stars at or above: accepted / desirable
+BAD_STARS = 2  # stars at or below: undesirable
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def migrate_ratings(db: sqlite3.Connection) -> None:
+    """Schema v3: rated completions, their ratings, and A/B pairs (see engine.store.MIGRATIONS)."""
+    db.execute("""
+        CREATE TABLE completions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            source TEXT NOT NULL,          -- try | sample | eval | ab | manual
+            source_ref TEXT UNIQUE,        -- e.g. try:12, run:<id>:<step>:<i>; re-adding is a no-op
+            prompt TEXT NOT NULL,          -- what a person reads as the prompt
+            messages TEXT,                 -- JSON chat messages of the prompt; NULL: plain text
+            prompt_text TEXT NOT NULL,     -- the exact text the model was given
+            completion TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '',
+            adapter TEXT,
+            run_id TEXT,
+            template TEXT,
+            strategy TEXT NOT NULL DEFAULT '{}',   -- JSON
+            params TEXT NOT NULL DEFAULT '{}',     -- JSON
+            extra TEXT NOT NULL DEFAULT '{}',      -- JSON: step, sample index, reference, ...
+            try_id INTEGER REFERENCES tries(id)
+        )""")
+    db.execute("CREATE INDEX completions_source ON completions(source)")
+    db.execute("""
+        CREATE TABLE ratings (
+            completion_id INTEGER PRIMARY KEY REFERENCES completions(id) ON DELETE CASCADE,
+            thumbs INTEGER CHECK (thumbs IN (-1, 1)),
+            stars INTEGER CHECK (stars BETWEEN 1 AND 5),
+            ideal TEXT,
+            comment TEXT,
+            updated_at TEXT NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE pairs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            a_id INTEGER NOT NULL REFERENCES completions(id),
+            b_id INTEGER NOT NULL REFERENCES completions(id),
+            choice TEXT CHECK (choice IN ('a', 'b', 'tie')),
+            comment TEXT,
+            info TEXT NOT NULL DEFAULT '{}',  -- JSON: what differs between a and b
+            updated_at TEXT
+        )""")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Rating:
+    thumbs: int | None = None  # 1 up, -1 down
+    stars: int | None = None  # 1..5
+    ideal: str | None = None  # corrected completion
+    comment: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.thumbs is not None or self.stars is not None or bool(self.ideal)
+
+    def verdict(self, good: int = GOOD_STARS, bad: int = BAD_STARS) -> bool | None:
+        """True accepted, False rejected, None neutral/unjudged; thumbs outrank stars."""
+        if self.thumbs is not None:
+            return self.thumbs > 0
+        if self.stars is not None:
+            if self.stars >= good:
+                return True
+            if self.stars <= bad:
+                return False
+        return None
+
+
+@dataclass
+class Completion:
+    id: int
+    created_at: str
+    source: str
+    source_ref: str | None
+    prompt: str
+    messages: list[dict[str, str]] | None
+    prompt_text: str
+    completion: str
+    model: str = ""
+    adapter: str | None = None
+    run_id: str | None = None
+    template: str | None = None
+    strategy: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    try_id: int | None = None
+    rating: Rating = field(default_factory=Rating)
+
+    kind = "completion"
+
+    @property
+    def rated(self) -> bool:
+        return self.rating.judged
+
+    def prompt_key(self) -> str:
+        """Completions answer the same prompt when the model saw the same input."""
+        if self.messages is not None:
+            return json.dumps(self.messages, ensure_ascii=False, sort_keys=True)
+        return self.prompt_text or self.prompt
+
+
+@dataclass
+class Pair:
+    id: int
+    created_at: str
+    a: Completion
+    b: Completion
+    choice: str | None = None
+    comment: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    kind = "pair"
+
+    @property
+    def rated(self) -> bool:
+        return self.choice is not None
+
+    @property
+    def source(self) -> str:
+        return "ab"
+
+    @property
+    def prompt(self) -> str:
+        return self.a.prompt
+
+
+QueueItem = Completion | Pair
+_UNSET: Any = object()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+_CHATML = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n?", re.S)
+
+
+def chatml_messages(text: str) -> list[dict[str, str]] | None:
+    """The messages of a ChatML prompt (the default model's template), else None.
+
+    Tries record the rendered prompt, not its messages; recovering them lets an export of
+    playground tries be conversational, so the trainer re-applies the template itself.
+    """
+    messages, pos = [], 0
+    for match in _CHATML.finditer(text):
+        if match.start() != pos:
+            return None
+        messages.append({"role": match.group(1), "content": match.group(2)})
+        pos = match.end()
+    if not messages or text[pos:] not in ("", "<|im_start|>assistant\n"):
+        return None
+    return messages
+
+
+# --------------------------------------------------------------------------- the store
+
+
+_COMPLETION_COLS = ("c.id, c.created_at, c.source, c.source_ref, c.prompt, c.messages, "
+                    "c.prompt_text, c.completion, c.model, c.adapter, c.run_id, c.template, "
+                    "c.strategy, c.params, c.extra, c.try_id, r.thumbs, r.stars, r.ideal, "
+                    "r.comment, r.updated_at AS rated_at")
+_FROM = "FROM completions c LEFT JOIN ratings r ON r.completion_id = c.id"
+
+
+def _row_to_completion(row: sqlite3.Row) -> Completion:
+    return Completion(
+        id=row["id"], created_at=row["created_at"], source=row["source"],
+        source_ref=row["source_ref"], prompt=row["prompt"],
+        messages=_loads(row["messages"], None), prompt_text=row["prompt_text"],
+        completion=row["completion"], model=row["model"], adapter=row["adapter"],
+        run_id=row["run_id"], template=row["template"], strategy=_loads(row["strategy"], {}),
+        params=_loads(row["params"], {}), extra=_loads(row["extra"], {}), try_id=row["try_id"],
+        rating=Rating(thumbs=row["thumbs"], stars=row["stars"], ideal=row["ideal"],
+                      comment=row["comment"], updated_at=row["rated_at"]))
+
+
+class RatingStore:
+    """Completions, ratings and A/B pairs in the history database; safe to share between threads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else paths.db_path()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            from engine.store import migrate
+
+            paths.ensure_dir(self.path.parent)
+            try:
+                db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                                     isolation_level=None)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                migrate(db)
+            except sqlite3.DatabaseError as err:
+                raise TunedeckError(f"{self.path}: cannot open the history database: {err}. "
+                                    "Move the file away to start a new history.") from None
+            self._db = db
+        return self._db
+
+    def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        with self._lock:
+            db = self._conn()
+            try:
+                return db.execute(sql, args)
+            except sqlite3.OperationalError as err:
+                raise TunedeckError(f"{self.path}: could not save ({err}); another tunedeck "
+                                    "may be holding the database. Try again.") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> RatingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ adding completions
+    def add_completion(self, *, source: str, prompt: str, completion: str,
+                       messages: list[dict[str, str]] | None = None,
+                       prompt_text: str | None = None, source_ref: str | None = None,
+                       model: str = "", adapter: str | None = None, run_id: str | None = None,
+                       template: str | None = None, strategy: dict | None = None,
+                       params: dict | None = None, extra: dict | None = None,
+                       try_id: int | None = None) -> int:
+        """Record a completion to rate; with a `source_ref` already known, returns that row."""
+        if source not in SOURCES:
+            raise TunedeckError(f"source: {source!r} must be one of {', '.join(SOURCES)}.")
+        row = (_now(), source, source_ref, prompt,
+               json.dumps(messages, ensure_ascii=False) if messages is not None else None,
+               prompt_text if prompt_text is not None else prompt, completion, model or "",
+               adapter, run_id, template, _dumps(strategy), _dumps(params), _dumps(extra), try_id)
+        with self._lock:
+            cur = self._write(
+                "INSERT OR IGNORE INTO completions (created_at, source, source_ref, prompt, "
+                "messages, prompt_text, completion, model, adapter, run_id, template, strategy, "
+                "params, extra, try_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            if cur.rowcount:
+                return int(cur.lastrowid)
+            found = self._conn().execute("SELECT id FROM completions WHERE source_ref = ?",
+                                         (source_ref,)).fetchone()
+            return int(found["id"])
+
+    def add_try(self, try_: Any) -> int:
+        """A playground try (`engine.store.Try`, or its id) as a completion to rate."""
+        if isinstance(try_, int):
+            from engine.store import Store
+
+            with Store(self.path) as store:
+                try_ = store.get_try(try_)
+        messages = chatml_messages(try_.prompt_text)
+        user = next((m["content"] for m in reversed(messages or []) if m["role"] == "user"),
+                    None)
+        prompt = user if user is not None else (
+            try_.inputs.get("prompt") or try_.inputs.get("instruction") or try_.prompt_text)
+        return self.add_completion(
+            source="try", source_ref=f"try:{try_.id}", prompt=str(prompt), messages=messages,
+            prompt_text=try_.prompt_text, completion=try_.output, model=try_.model,
+            adapter=try_.adapter, template=try_.template, strategy=try_.strategy,
+            params=try_.params, extra={"inputs": try_.inputs}, try_id=try_.id)
+
+    def import_tries(self, limit: int = 1000) -> list[int]:
+        """Every playground try not yet in the rating queue (idempotent)."""
+        from engine.store import Store
+
+        with Store(self.path) as store:
+            tries = store.list_tries(limit=limit)
+        return [self.add_try(t) for t in reversed(tries)]
+
+    def import_run_samples(self, run: Any) -> list[int]:
+        """A run's sample events (run id, path or RunDir) as completions; idempotent."""
+        from engine.training.rundir import RunDir, open_run
+
+        run = run if isinstance(run, RunDir) else open_run(run)
+        status = run.read_status()
+        ids, per_step = [], Counter()
+        for event in run.read_events():
+            if event.get("type") != "sample":
+                continue
+            step = event.get("step")
+            index = per_step[step]
+            per_step[step] += 1
+            prompt = str(event.get("prompt", ""))
+            ids.append(self.add_completion(
+                source="sample", source_ref=f"run:{run.id}:{step}:{index}", prompt=prompt,
+                # The runner trains through the chat template and samples the user turn.
+                messages=[{"role": "user", "content": prompt}], prompt_text=prompt,
+                completion=str(event.get("completion", "")), model=str(status.get("model", "")),
+                adapter=f"{run.id}@{step}", run_id=run.id,
+                params={"temperature": 0.0},
+                extra={"step": step, "sample": index, "reference": event.get("reference")}))
+        return ids
+
+    def add_pair(self, a_id: int, b_id: int, info: dict | None = None) -> int:
+        if a_id == b_id:
+            raise TunedeckError("An A/B pair needs two different completions.")
+        cur = self._write("INSERT INTO pairs (created_at, a_id, b_id, info) VALUES (?, ?, ?, ?)",
+                          (_now(), a_id, b_id, _dumps(info)))
+        return int(cur.lastrowid)
+
+    # ------------------------------------------------------------------ rating
+    def rate(self, completion_id: int, *, thumbs: int | None = _UNSET,
+             stars: int | None = _UNSET, ideal: str | None = _UNSET,
+             comment: str | None = _UNSET) -> Rating:
+        """Set some of a completion's rating fields (the others keep their values)."""
+        if thumbs is not _UNSET and thumbs not in (None, -1, 1):
+            raise TunedeckError(f"thumbs: {thumbs!r} must be 1 (up), -1 (down) or None.")
+        if stars is not _UNSET and stars is not None and not (
+                isinstance(stars, int) and 1 <= stars <= 5):
+            raise TunedeckError(f"stars: {stars!r} must be a whole number from 1 to 5.")
+        given = {k: v for k, v in (("thumbs", thumbs), ("stars", stars), ("ideal", ideal),
+                                   ("comment", comment)) if v is not _UNSET}
+        if "ideal" in given and given["ideal"] is not None and not given["ideal"].strip():
+            given["ideal"] = None
+        columns = ["completion_id", *given, "updated_at"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in [*given, "updated_at"])
+        with self._lock:
+            if self._conn().execute("SELECT 1 FROM completions WHERE id = ?",
+                                    (completion_id,)).fetchone() is None:
+                raise TunedeckError(f"No completion with id {completion_id} in {self.path}.")
+            self._write(
+                f"INSERT INTO ratings ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT(completion_id) DO UPDATE SET {updates}",
+                (completion_id, *given.values(), _now()))
+            return self.get_completion(completion_id).rating
+
+    def choose(self, pair_id: int, choice: str | None, comment: str | None = _UNSET) -> None:
+        """Record the A/B verdict: "a", "b", "tie", or None to clear it."""
+        if choice is not None and choice not in CHOICES:
+            raise TunedeckError(f"choice: {choice!r} must be a, b or tie.")
+        sets, args = ["choice = ?", "updated_at = ?"], [choice, _now()]
+        if comment is not _UNSET:
+            sets.append("comment = ?")
+            args.append(comment)
+        cur = self._write(f"UPDATE pairs SET {', '.join(sets)} WHERE id = ?", (*args, pair_id))
+        if not cur.rowcount:
+            raise TunedeckError(f"No A/B pair with id {pair_id} in {self.path}.")
+
+    # ------------------------------------------------------------------ reading
+    def get_completion(self, completion_id: int) -> Completion:
+        with self._lock:
+            row = self._conn().execute(f"SELECT {_COMPLETION_COLS} {_FROM} WHERE c.id = ?",
+                                       (completion_id,)).fetchone()
+        if row is None:
+            raise TunedeckError(f"No completion with id {completion_id} in {self.path}.")
+        return _row_to_completion(row)
+
+    def completions(self, source: str | None = None) -> list[Completion]:
+        sql, args = f"SELECT {_COMPLETION_COLS} {_FROM}", []
+        if source:
+            sql += " WHERE c.source = ?"
+            args.append(source)
+        with self._lock:
+            rows = self._conn().execute(sql + " ORDER BY c.id", args).fetchall()
+        return [_row_to_completion(r) for r in rows]
+
+    def pairs(self) -> list[Pair]:
+        with self._lock:
+            rows = self._conn().execute("SELECT * FROM pairs ORDER BY id").fetchall()
+        byid = {c.id: c for c in self.completions()}
+        return [Pair(id=r["id"], created_at=r["created_at"], a=byid[r["a_id"]], b=byid[r["b_id"]],
+                     choice=r["choice"], comment=r["comment"], info=_loads(r["info"], {}))
+                for r in rows]
+
+    def get_pair(self, pair_id: int) -> Pair:
+        for pair in self.pairs():
+            if pair.id == pair_id:
+                return pair
+        raise TunedeckError(f"No A/B pair with id {pair_id} in {self.path}.")
+
+    def queue(self, source: str | None = None, unrated_only: bool = False) -> list[QueueItem]:
+        """What the Rate screen walks through, oldest first: single completions and A/B pairs.
+
+        Completions made for an A/B pair appear once, as their pair.
+        """
+        items: list[QueueItem] = []
+        if source in (None, "ab"):
+            items += self.pairs()
+        if source != "ab":
+            items += [c for c in self.completions(source) if c.source != "ab"]
+        if unrated_only:
+            items = [i for i in items if not i.rated]
+        return sorted(items, key=lambda i: (i.created_at, 0 if i.kind == "completion" else 1,
+                                            i.id))
+
+    def progress(self, source: str | None = None) -> tuple[int, int]:
+        """(rated, total) over the queue."""
+        items = self.queue(source)
+        return sum(1 for i in items if i.rated), len(items)
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            found = {r[0] for r in self._conn().execute("SELECT DISTINCT source FROM completions")}
+        return [s for s in SOURCES if s in found]
+
+    # ------------------------------------------------------------------ exports
+    def export(self, fmt: str, out: Path, **options: Any) -> ExportReport:
+        """Write one training set (JSONL, atomically) and return its report."""
+        rows, report = build_export(fmt, self.completions(), self.pairs(), **options)
+        out = Path(out).expanduser()
+        paths.ensure_dir(out.parent.resolve())
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+        report.path = str(out)
+        return report
+
+
+# --------------------------------------------------------------------------- exports
+
+
+@dataclass
+class ExportReport:
+    format: str
+    rows: int = 0
+    conversational: bool = False
+    counts: dict[str, int] = field(default_factory=dict)  # where the rows came from
+    left_out: dict[str, int] = field(default_factory=dict)  # reason → items
+    path: str | None = None
+
+    def leave_out(self, reason: str, n: int = 1) -> None:
+        self.left_out[reason] = self.left_out.get(reason, 0) + n
+
+    def add(self, origin: str, n: int = 1) -> None:
+        self.counts[origin] = self.counts.get(origin, 0) + n
+
+    def text(self) -> str:
+        style = "conversational" if self.conversational else "plain text"
+        lines = [f"{self.format.upper()}: {self.rows} rows ({style})"
+                 + (f" → {self.path}" if self.path else "")]
+        lines += [f"  from {origin}: {n}" for origin, n in self.counts.items()]
+        if self.left_out:
+            lines.append(f"left out: {sum(self.left_out.values())}")
+            lines += [f"  {n} × {reason}" for reason, n in
+                      sorted(self.left_out.items(), key=lambda kv: -kv[1])]
+        else:
+            lines.append("left out: nothing")
+        return "\n".join(lines)
+
+
+def _prompt_and(source: Completion, conversational: bool, /, **texts: str) -> dict[str, Any]:
+    """A row for one prompt: chat messages or the exact prompt text, plus its answer fields."""
+    if conversational:
+        row: dict[str, Any] = {"prompt": source.messages}
+        row.update({k: [{"role": "assistant", "content": v}] for k, v in texts.items()})
+    else:
+        row = {"prompt": source.prompt_text or source.prompt, **texts}
+    return row
+
+
+def _style(items: list[Completion], style: str) -> bool:
+    if style not in ("auto", "chat", "text"):
+        raise TunedeckError(f"style: {style!r} must be auto, chat or text.")
+    if style != "auto":
+        return style == "chat"
+    chat = sum(1 for c in items if c.messages is not None)
+    return chat > 0 and chat >= len(items) - chat
+
+
+def build_export(fmt: str, completions: list[Completion], pairs: list[Pair],
+                 style: str = "auto", good_stars: int = GOOD_STARS,
+                 bad_stars: int = BAD_STARS) -> tuple[list[dict[str, Any]], ExportReport]:
+    """Rows in TRL's format `fmt` (sft | dpo | kto) and the report of what went in and out."""
+    if fmt not in FORMATS:
+        raise TunedeckError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if not 1 <= bad_stars < good_stars <= 5:
+        raise TunedeckError(f"star thresholds: need 1 <= bad ({bad_stars}) < good ({good_stars})"
+                            " <= 5.")
+    report = ExportReport(format=fmt)
+    relevant = [c for c in completions if c.rated] + [p.a for p in pairs if p.rated]
+    conversational = _style(relevant, style)
+    report.conversational = conversational
+
+    def usable(c: Completion) -> bool:
+        if conversational and c.messages is None:
+            report.leave_out("no chat messages (plain-text prompt in a conversational export)")
+            return False
+        if not conversational and not (c.prompt_text or c.prompt):
+            report.leave_out("empty prompt")
+            return False
+        return True
+
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def emit(origin: str, row: dict[str, Any]) -> None:
+        key = json.dumps(row, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            report.leave_out("duplicate row")
+            return
+        seen.add(key)
+        rows.append(row)
+        report.add(origin)
+
+    singles = [c for c in completions if not any(c.id in (p.a.id, p.b.id) for p in pairs)
+               or c.rated]
+    if fmt == "sft":
+        _sft(singles, emit, usable, report, good_stars, bad_stars, conversational)
+    elif fmt == "kto":
+        _kto(singles, emit, usable, report, good_stars, bad_stars, conversational)
+    else:
+        _dpo(singles, pairs, emit, usable, report, good_stars, bad_stars, conversational)
+    report.rows = len(rows)
+    return rows, report
+
+
+def _why_not(c: Completion, good: int, bad: int) -> str:
+    r = c.rating
+    if not r.judged:
+        return "not rated"
+    if r.thumbs is not None:
+        return "thumbs down" if r.thumbs < 0 else "thumbs up"
+    if r.stars is not None:
+        return f"{r.stars} stars (below {good})" if r.stars < good else f"{r.stars} stars"
+    return "no thumbs or stars"
+
+
+def _sft(items, emit, usable, report, good, bad, chat) -> None:
+    for c in items:
+        r = c.rating
+        if r.ideal:
+            if usable(c):
+                emit("corrected completions", _prompt_and(c, chat, completion=r.ideal))
+        elif r.verdict(good, bad) is True:
+            if usable(c):
+                emit("accepted completions", _prompt_and(c, chat, completion=c.completion))
+        else:
+            report.leave_out(f"not accepted: {_why_not(c, good, bad)}")
+
+
+def _kto(items, emit, usable, report, good, bad, chat) -> None:
+    for c in items:
+        r = c.rating
+        verdict = r.verdict(good, bad)
+        if not r.judged:
+            report.leave_out("not rated")
+            continue
+        if not usable(c):
+            continue
+        if r.ideal:
+            emit("corrected completions (desirable)",
+                 _prompt_and(c, chat, completion=r.ideal) | {"label": True})
+        if verdict is None:
+            if not r.ideal:
+                report.leave_out(f"neutral: {r.stars} stars (between {bad} and {good})"
+                                 if r.stars is not None else "no thumbs or stars")
+            continue
+        if r.ideal and r.ideal.strip() == c.completion.strip():
+            continue
+        origin = "thumbs" if r.thumbs is not None else "stars"
+        emit(f"{origin} ({'desirable' if verdict else 'undesirable'})",
+             _prompt_and(c, chat, completion=c.completion) | {"label": verdict})
+
+
+def _dpo(items, pairs, emit, usable, report, good, bad, chat) -> None:
+    for p in pairs:
+        if p.choice is None:
+            report.leave_out("A/B pair not yet chosen")
+        elif p.choice == "tie":
+            report.leave_out("A/B tie")
+        elif usable(p.a):
+            win, lose = (p.a, p.b) if p.choice == "a" else (p.b, p.a)
+            emit("A/B choices", _prompt_and(p.a, chat, chosen=win.completion,
+                                            rejected=lose.completion))
+    groups: dict[str, list[Completion]] = defaultdict(list)
+    for c in items:
+        if c.rating.stars is not None:
+            groups[c.prompt_key()].append(c)
+    used: set[int] = set()
+    for group in groups.values():
+        for i, x in enumerate(group):
+            for y in group[i + 1:]:
+                if x.rating.stars == y.rating.stars or x.completion == y.completion:
+                    continue
+                win, lose = (x, y) if x.rating.stars > y.rating.stars else (y, x)
+                if usable(win):
+                    emit("star differences", _prompt_and(win, chat, chosen=win.completion,
+                                                         rejected=lose.completion))
+                used.update((x.id, y.id))
+    for c in items:
+        r = c.rating
+        # A correction of an answer that was not accepted says "this, not that".
+        if r.ideal and r.ideal.strip() != c.completion.strip() and r.verdict(good, bad) is not True:
+            if usable(c):
+                emit("corrections", _prompt_and(c, chat, chosen=r.ideal, rejected=c.completion))
+            used.add(c.id)
+    for c in items:
+        if c.id in used:
+            continue
+        if not c.rated:
+            report.leave_out("not rated")
+        elif c.rating.stars is not None:
+            others = len(groups[c.prompt_key()]) - 1
+            report.leave_out("no other starred completion of its prompt" if not others
+                             else "same stars as every other completion of its prompt")
+        else:
+            report.leave_out(f"{_why_not(c, good, bad)} with no pair or correction to compare")
+
+
+# --------------------------------------------------------------------------- A/B generation
+
+
+def _has_adapter(model: Any) -> bool:
+    return hasattr(model, "disable_adapter") and bool(getattr(model, "peft_config", None))
+
+
+def ab_kind(loaded: Any) -> str:
+    """What an A/B pair compares for this model: base vs adapter when one is active."""
+    return "adapter" if _has_adapter(loaded.model) else "temperature"
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]] | None, prompt_text: str) -> list[int]:
+    """Token ids for a prompt; the chat template owns the special tokens when there are messages."""
+    if messages is not None and getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)
+        return list(out["input_ids"])
+    return list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+
+
+def generate_ab(store: RatingStore, loaded: Any, source: Completion, kind: str | None = None,
+                max_new_tokens: int = 128, temperatures: tuple[float, float] = (0.0, 1.0),
+                seed: int | None = None, rng: Any = None, adapter: str | None = None) -> Pair:
+    """Two completions of `source`'s prompt — two temperatures, or the base model vs the active
+    adapter — stored in random order as one A/B pair. Runs the model: call from a worker."""
+    import random
+
+    from engine.generation import GenerationParams, Generator
+
+    kind = kind or ab_kind(loaded)
+    if kind not in ("temperature", "adapter"):
+        raise TunedeckError(f"A/B kind {kind!r}: choose temperature or adapter.")
+    if kind == "adapter" and not _has_adapter(loaded.model):
+        raise TunedeckError("Base vs adapter needs an active adapter: choose one for the model "
+                            "first, or compare two temperatures.")
+    ids = prompt_ids(loaded.tokenizer, source.messages, source.prompt_text)
+    generator = Generator(loaded.model, loaded.tokenizer)
+    rng = rng or random.Random()
+    sides = []
+    for label in ("base", "adapter") if kind == "adapter" else temperatures:
+        temperature = 0.0 if kind == "adapter" else float(label)
+        params = GenerationParams(temperature=temperature, max_new_tokens=max_new_tokens,
+                                  seed=None if temperature == 0 else (
+                                      seed if seed is not None else rng.randrange(2**31)))
+        # Each side starts from an empty prefix cache: base and adapter KV values differ.
+        generator.clear_cache()
+        if label == "base":
+            with loaded.model.disable_adapter():
+                result = generator.generate(ids, params)
+        else:
+            result = generator.generate(ids, params)
+        variant = {"adapter": label} if kind == "adapter" else {"temperature": temperature}
+        sides.append((variant, params, result))
+    order = [0, 1]
+    rng.shuffle(order)  # shown in random order; the variant stays hidden until rated
+    model_name = getattr(getattr(loaded, "info", None), "name", "") or ""
+    made = []
+    for side in order:
+        variant, params, result = sides[side]
+        made.append(store.add_completion(
+            source="ab", prompt=source.prompt, messages=source.messages,
+            prompt_text=source.prompt_text, completion=result.text.strip(), model=model_name,
+            adapter=(adapter or "active adapter") if variant.get("adapter") == "adapter" else None,
+            run_id=source.run_id, template=source.template, strategy=source.strategy,
+            params=params.as_dict(), extra={"variant": variant, "from": source.id}))
+    pair = store.add_pair(made[0], made[1], info={
+        "kind": kind, "a": sides[order[0]][0], "b": sides[order[1]][0], "from": source.id})
+    return store.get_pair(pair)

@@ -1,0 +1,331 @@
+"""Preference training: TRL's `DPOTrainer` / `KTOTrainer` from a `TrainConfig` (method dpo | kto).
+
+The runner hands a dpo/kto run to `train_preference`, which uses the same run directory, events,
+stop/save controls and checkpoints as SFT. Training is always a LoRA adapter (the reference model
+is then the same weights with the adapter disabled, so no second model is held in memory):
+
+- from the base model: a fresh LoRA adapter (lora_r / lora_alpha / lora_dropout / target_modules);
+- from an SFT adapter (`adapter: <run id or folder>`): that adapter is loaded trainable and TRL
+  keeps a frozen copy of it as the reference, so the policy starts at, and is measured against,
+  the SFT model — and the saved adapter applies directly to the base model.
+
+The dataset is a JSONL file in TRL's fields, e.g. from ``tunedeck ratings export``:
+DPO ``prompt``/``chosen``/``rejected``, KTO ``prompt``/``completion``/``label``.
+
+Nothing here imports torch at module level (the config validation imports `resolve_adapter`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, TunedeckError
+
+FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+# Trainer log keys passed through into "log" events (the live view's rewards and accuracy).
+PASSTHROUGH_PREFIXES = ("rewards/", "logps/", "logits/", "kl")
+
+
+def resolve_adapter(ref: str) -> Path:
+    """An adapter folder from a run id (its adapter/) or a path; ConfigError when neither."""
+    from engine.training.rundir import runs_root
+
+    candidates = [Path(ref).expanduser(), Path(ref).expanduser() / "adapter",
+                  runs_root() / ref / "adapter"]
+    for path in candidates:
+        if (path / "adapter_config.json").is_file():
+            return path.resolve()
+    raise ConfigError(f"adapter: {ref!r} is neither a run with a finished adapter nor a folder "
+                      "holding adapter_config.json. Give a run id from `tunedeck runs` or the "
+                      "path of an adapter folder.")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str) for m in value)
+
+
+def load_rows(path: Path, method: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The file's rows, checked against TRL's fields for `method` (file, line, field, fix)."""
+    fields = FIELDS[method]
+    if path.is_dir():
+        found = next((path / n for n in ("train.jsonl", "train.json") if (path / n).is_file()),
+                     None)
+        if found is None:
+            raise ConfigError(f"dataset: {path} has no train.jsonl; give the JSONL file that "
+                              f"`tunedeck ratings export --format {method}` wrote.")
+        path = found
+    rows: list[dict[str, Any]] = []
+    conversational: bool | None = None
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise TunedeckError(f"{path} line {n}: not valid JSON ({err.msg}).") from None
+            if not isinstance(row, dict):
+                raise TunedeckError(f"{path} line {n}: expected a JSON object.")
+            missing = [f for f in fields if f not in row]
+            if missing:
+                raise TunedeckError(
+                    f"{path} line {n}: missing field(s) {', '.join(missing)}; {method} training "
+                    f"needs {', '.join(fields)} (export with `tunedeck ratings export --format "
+                    f"{method}`).")
+            if method == "kto" and not isinstance(row["label"], bool):
+                raise TunedeckError(f"{path} line {n}: label must be true or false "
+                                    f"(got {row['label']!r}).")
+            texts = [f for f in fields if f != "label"]
+            chat = _is_messages(row["prompt"])
+            for f in texts:
+                if not (_is_messages(row[f]) if chat else isinstance(row[f], str)):
+                    kind = "lists of {role, content} messages" if chat else "strings"
+                    raise TunedeckError(f"{path} line {n}: field {f} must be {kind} like "
+                                        "prompt, in every row.")
+            if conversational is None:
+                conversational = chat
+            elif conversational != chat:
+                raise TunedeckError(f"{path} line {n}: mixes plain-text and conversational rows; "
+                                    "a dataset must be one or the other.")
+            rows.append({f: row[f] for f in fields})
+            if limit is not None and len(rows) >= limit:
+                break
+    if not rows:
+        raise TunedeckError(f"{path}: no rows to train on.")
+    if method == "kto" and len({r["label"] for r in rows}) < 2:
+        raise TunedeckError(f"{path}: KTO needs both desirable (label true) and undesirable "
+                            "(label false) examples; rate some of each.")
+    return rows
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str) -> Any:
+    from engine.training.runner import optimizer_name
+
+    on_gpu = device == "cuda"
+    common = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,  # < 1: a fraction of the steps
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        optim=optimizer_name(config, device),
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="no",
+        save_strategy="steps" if config.save_every else "no",
+        save_steps=config.save_every or 500,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        # Same device policy as SFT: fp32 and no checkpointing on CPU (bf16 is slow there).
+        bf16=on_gpu and dtype_name == "bfloat16",
+        fp16=on_gpu and dtype_name == "float16",
+        gradient_checkpointing=on_gpu,
+        use_cpu=device == "cpu",
+        max_length=config.max_seq_len,
+        beta=config.beta,
+        dataloader_num_workers=0,
+    )
+    if config.method == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**common)
+    from trl import KTOConfig
+
+    return KTOConfig(**common)
+
+
+def lora_config(config: Any) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.target_modules,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[Any],
+                             loaded: Any = None) -> Any:
+    """A ready DPOTrainer / KTOTrainer for a dpo/kto config; checkpoints go to run_dir."""
+    from datasets import Dataset
+
+    from engine import models
+    from engine.training.trainers import cast_trainable_to_fp32
+
+    if config.method not in FIELDS:
+        raise ConfigError(f"method: {config.method!r} is not a preference method (dpo, kto).")
+    rows = load_rows(config.dataset_path(), config.method, config.limit)
+    loaded = loaded or models.load(config.model)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    peft_config = None
+    if config.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(resolve_adapter(config.adapter)),
+                                          is_trainable=True)
+    else:
+        peft_config = lora_config(config)
+    model.train()
+    args = preference_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
+                           loaded.info.dtype)
+    if config.method == "dpo":
+        from trl import DPOTrainer as Trainer
+    else:
+        from trl import KTOTrainer as Trainer
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    if loaded.info.device == "cpu":
+        cast_trainable_to_fp32(trainer.model)
+    return trainer
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def events_callback(run: Any, stop_flag: Any, tokenizer: Any, samples: list[Any],
+                    sample_every: int) -> Any:
+    """The runner's events callback, with the trainer's preference metrics in "log" events."""
+    from engine.training.callbacks import RunEventsCallback, _num
+
+    class PreferenceEventsCallback(RunEventsCallback):
+        extra: dict[str, Any] = {}
+
+        def on_log(self, args: Any, state: Any, control: Any,
+                   logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            self.extra = {k: _num(v) for k, v in (logs or {}).items()
+                          if k.startswith(PASSTHROUGH_PREFIXES)}
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+        def _emit(self, kind: str, step: int, **fields: Any) -> None:
+            if kind == "log":
+                fields.update(self.extra)
+            super()._emit(kind, step, **fields)
+
+    return PreferenceEventsCallback(run, stop_flag, tokenizer, samples, sample_every)
+
+
+def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> list[Any]:
+    """The first k conversational prompts with their preferred answer, for sample events."""
+    from engine.training.data import Conversation
+
+    out = []
+    for row in rows:
+        if not _is_messages(row["prompt"]):
+            return []
+        answer = row["chosen"] if method == "dpo" else row["completion"]
+        if method == "kto" and not row["label"]:
+            continue
+        out.append(Conversation(row["prompt"], answer, answer[-1]["content"]))
+        if len(out) >= k:
+            break
+    return out
+
+
+def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
+    """The runner's dpo/kto path: train to the end, a stop request or a failure; final state."""
+    from engine import models
+    from engine.training.runner import log
+
+    resume_from = run.latest_checkpoint()
+    log(f"loading {config.model} ({config.method}"
+        + (f" from adapter {config.adapter})" if config.adapter else ")"))
+    loaded = models.load(config.model, progress=log)
+    rows = load_rows(config.dataset_path(), config.method, config.limit)
+    samples = sample_conversations(rows, config.method, config.sample_k) \
+        if config.sample_every else []
+    callback = events_callback(run, stop_flag, loaded.tokenizer, samples, config.sample_every)
+    trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded)
+    callback.trainer = trainer
+    current = run.read_status().get("state")
+    run.write_status(current if current == "stopping" else "starting",
+                     train_rows=len(rows), device=loaded.info.device)
+    if stop_flag.is_set():
+        return "stopped"
+    if resume_from is not None:
+        log(f"resuming from {resume_from.name}")
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if callback.stopped_by_request or stop_flag.is_set():
+        return "stopped"
+    # Only the trained adapter: TRL's frozen "ref" copy (when starting from an adapter) stays out.
+    trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
+    loaded.tokenizer.save_pretrained(str(run.adapter_dir))
+    return "done"
+
+
+# --------------------------------------------------------------------------- pre-flight
+
+
+def preflight_preference(config: Any, progress: Any = None) -> Any:
+    """`engine.training.preflight.preflight` for dpo/kto: the data checked against TRL's fields,
+    one example's chosen answer with its trained tokens, parameter counts and steps."""
+    import dataclasses
+    import math
+
+    from engine import models
+    from engine.training.preflight import PreflightReport
+
+    report = PreflightReport(ok=False)
+    say = progress or (lambda _msg: None)
+    try:
+        config.validate()
+        say("Loading the tokenizer…")
+        tokenizer = models.load_tokenizer(config.model)
+        say("Reading the data…")
+        rows = load_rows(config.dataset_path(), config.method, config.limit)
+    except TunedeckError as err:
+        report.errors.append(str(err))
+        return report
+    report.train_rows = len(rows)
+    report.device = models.device_policy().device
+    say("Tokenizing…")
+    answer = "chosen" if config.method == "dpo" else "completion"
+    lengths = []
+    for i, row in enumerate(rows):
+        if isinstance(row["prompt"], list):
+            prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
+                                                   tokenize=True, return_dict=True)["input_ids"]
+            full = tokenizer.apply_chat_template(row["prompt"] + row[answer], tokenize=True,
+                                                 return_dict=True)["input_ids"]
+        else:
+            prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            full = prompt + tokenizer(row[answer], add_special_tokens=False)["input_ids"]
+        lengths.append(len(full))
+        if i == 0:
+            report.example_tokens = [(tokenizer.decode([t]), n >= len(prompt))
+                                     for n, t in enumerate(full)]
+    report.mean_tokens = sum(lengths) / len(lengths)
+    long = sum(1 for n in lengths if n > config.max_seq_len)
+    if long:
+        report.warnings.append(f"{long} of {len(rows)} rows are longer than max_seq_len="
+                               f"{config.max_seq_len} and will be cut.")
+    if config.method == "kto":
+        good = sum(1 for r in rows if r["label"])
+        report.warnings.append(f"KTO data: {good} desirable, {len(rows) - good} undesirable.")
+    per_step = config.batch_size * config.grad_accum
+    report.steps = config.max_steps if config.max_steps > 0 else max(
+        1, math.ceil(len(rows) / per_step * config.epochs))
+    try:
+        from engine.training.preflight import _parameters
+
+        # Parameters as for a LoRA adapter of the same shape (what preference training trains).
+        trainable, total, _ = _parameters(dataclasses.replace(config, method="lora"))
+        report.trainable_params, report.total_params = trainable, total
+    except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
+        report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
+    report.ok = not report.errors
+    return report

@@ -1,0 +1,212 @@
+"""The rating keys, for any screen that shows a completion (Rate, Playground, Train samples,
+evaluation views).
+
+A screen mounts a `RatingBar`, points it at what it shows (`bar.show(item)`: an
+`engine.ratings.Completion` or `Pair`), puts `RATING_BINDINGS` in its own BINDINGS and mixes in
+`RatingKeys`:
+
+    class PlaygroundScreen(RatingKeys, WorkbenchScreen):
+        BINDINGS = [*RATING_BINDINGS, ...]
+
+Keys: 1-5 stars, + / - thumbs up / down (again clears), a / b / t for an A/B pair, e edits the
+ideal answer in place (ctrl+s saves, escape cancels). The keys are screen bindings, so a focused
+text input keeps its own typing. Each change is written to the ratings database at once (a few
+milliseconds) and announced with `RatingBar.Rated`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static, TextArea
+
+RATING_BINDINGS = [
+    Binding("1", "rate_stars(1)", "1-5 stars", show=False),
+    Binding("2", "rate_stars(2)", "2 stars", show=False),
+    Binding("3", "rate_stars(3)", "3 stars", show=False),
+    Binding("4", "rate_stars(4)", "4 stars", show=False),
+    Binding("5", "rate_stars(5)", "5 stars", show=False),
+    Binding("plus", "rate_thumbs(1)", "+ good", show=False),
+    Binding("minus", "rate_thumbs(-1)", "- bad", show=False),
+    Binding("a", "choose('a')", "A wins", show=False),
+    Binding("b", "choose('b')", "B wins", show=False),
+    Binding("t", "choose('tie')", "tie", show=False),
+    Binding("e", "edit_ideal", "Edit ideal"),
+]
+
+HINT = "1-5 stars  + / - thumbs  e edit ideal"
+PAIR_HINT = "a / b: which is better  t: tie"
+
+
+def describe(item: Any) -> str:
+    """The rating of a completion or pair, as text."""
+    if item is None:
+        return "nothing to rate"
+    if item.kind == "pair":
+        return {"a": "A is better", "b": "B is better", "tie": "tie", None: "not chosen"}[
+            item.choice]
+    r = item.rating
+    parts = []
+    if r.stars is not None:
+        parts.append("★" * r.stars + "☆" * (5 - r.stars))
+    if r.thumbs is not None:
+        parts.append("+ thumbs up" if r.thumbs > 0 else "- thumbs down")
+    if r.ideal:
+        parts.append("ideal answer edited")
+    return "  ".join(parts) or "not rated"
+
+
+class RatingBar(Widget):
+    """Shows and changes the rating of one completion or A/B pair."""
+
+    DEFAULT_CSS = """
+    RatingBar { height: auto; border-top: solid $primary; padding: 0 1; }
+    RatingBar #rating-state { width: 1fr; text-style: bold; }
+    RatingBar #rating-hint { color: $text-muted; }
+    RatingBar #ideal-editor { height: 8; display: none; }
+    RatingBar.editing #ideal-editor { display: block; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "save_ideal", "Save ideal", show=False),
+        Binding("escape", "cancel_ideal", "Cancel edit", show=False),
+    ]
+
+    class Rated(Message):
+        """A rating changed (`item` is re-read from the database)."""
+
+        def __init__(self, item: Any) -> None:
+            super().__init__()
+            self.item = item
+
+    def __init__(self, store: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._store = store
+        self.item: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from engine.ratings import RatingStore
+
+            self._store = RatingStore()
+        return self._store
+
+    def compose(self) -> ComposeResult:
+        yield Static(describe(None), id="rating-state")
+        yield Static(HINT, id="rating-hint")
+        yield TextArea(id="ideal-editor", soft_wrap=True)
+
+    @property
+    def editing(self) -> bool:
+        return self.has_class("editing")
+
+    def show(self, item: Any) -> None:
+        """Point the bar at a completion or pair (None: nothing to rate)."""
+        if self.editing:
+            self.action_cancel_ideal()
+        self.item = item
+        self._render_state()
+
+    def show_try(self, try_id: int) -> None:
+        """Rate a playground try (recorded in the store's `tries`): the Playground's hook."""
+        self.show(self.store.get_completion(self.store.add_try(try_id)))
+
+    def show_sample(self, run_id: str, step: int, index: int = 0) -> None:
+        """Rate the `index`-th sample a run wrote at `step`: the Train / Runs samples' hook."""
+        self.store.import_run_samples(run_id)
+        found = [c for c in self.store.completions("sample")
+                 if c.source_ref == f"run:{run_id}:{step}:{index}"]
+        self.show(found[0] if found else None)
+
+    def _render_state(self) -> None:
+        self.query_one("#rating-state", Static).update(describe(self.item))
+        hint = PAIR_HINT if self.item is not None and self.item.kind == "pair" else HINT
+        if self.editing:
+            hint = "editing the ideal answer: ctrl+s saves, escape cancels"
+        self.query_one("#rating-hint", Static).update(hint)
+
+    def _reload(self) -> None:
+        item = self.item
+        self.item = self.store.get_pair(item.id) if item.kind == "pair" \
+            else self.store.get_completion(item.id)
+        self._render_state()
+        self.post_message(self.Rated(self.item))
+
+    def _needs(self, kind: str) -> bool:
+        if self.item is None:
+            self.notify("Nothing to rate here.", severity="warning")
+            return False
+        if self.item.kind != kind:
+            self.notify("This is an A/B pair: press a, b or t." if kind == "completion"
+                        else "a / b / t choose between two answers; this is a single one.",
+                        severity="warning")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ changes
+    def set_stars(self, stars: int) -> None:
+        if self._needs("completion"):
+            same = self.item.rating.stars == stars
+            self.store.rate(self.item.id, stars=None if same else stars)
+            self._reload()
+
+    def set_thumbs(self, thumbs: int) -> None:
+        if self._needs("completion"):
+            same = self.item.rating.thumbs == thumbs
+            self.store.rate(self.item.id, thumbs=None if same else thumbs)
+            self._reload()
+
+    def choose(self, choice: str) -> None:
+        if self._needs("pair"):
+            self.store.choose(self.item.id, choice)
+            self._reload()
+
+    def edit_ideal(self) -> None:
+        if not self._needs("completion"):
+            return
+        editor = self.query_one("#ideal-editor", TextArea)
+        editor.load_text(self.item.rating.ideal or self.item.completion)
+        editor.move_cursor(editor.document.end)
+        self.add_class("editing")
+        self._render_state()
+        editor.focus()
+
+    def action_save_ideal(self) -> None:
+        if not self.editing:
+            return
+        text = self.query_one("#ideal-editor", TextArea).text
+        self.remove_class("editing")
+        # Saving the answer unchanged records no correction.
+        same = text.strip() == self.item.completion.strip()
+        self.store.rate(self.item.id, ideal=None if same or not text.strip() else text)
+        self.screen.set_focus(None)
+        self._reload()
+
+    def action_cancel_ideal(self) -> None:
+        if self.editing:
+            self.remove_class("editing")
+            self.screen.set_focus(None)
+            self._render_state()
+
+
+class RatingKeys:
+    """Mixin for screens: the rating actions, applied to the screen's `RatingBar`."""
+
+    def _rating_bar(self) -> RatingBar:
+        return self.query_one(RatingBar)  # type: ignore[attr-defined]
+
+    def action_rate_stars(self, stars: int) -> None:
+        self._rating_bar().set_stars(stars)
+
+    def action_rate_thumbs(self, thumbs: int) -> None:
+        self._rating_bar().set_thumbs(thumbs)
+
+    def action_choose(self, choice: str) -> None:
+        self._rating_bar().choose(choice)
+
+    def action_edit_ideal(self) -> None:
+        self._rating_bar().edit_ideal()
