@@ -1,0 +1,49 @@
+"""The datasets the project ships under `sample_data/`, and the text-to-SQL database."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from engine.errors import TunedeckError
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+SAMPLE_NAMES = ("text_to_sql", "sentiment", "arithmetic")
+SQL_DB_NAME = "retail.db"
+
+
+def sample_path(name: str, split: str = "train") -> Path:
+    """`sample_data/<name>/<split>.jsonl` for one of `SAMPLE_NAMES`."""
+    if name not in SAMPLE_NAMES:
+        raise TunedeckError(f"no sample dataset '{name}'; choose one of {', '.join(SAMPLE_NAMES)}")
+    path = SAMPLE_DIR / name / f"{split}.jsonl"
+    if not path.is_file():
+        raise TunedeckError(f"{path}: missing; regenerate it with "
+                            f"python sample_data/{name}/generate.py")
+    return path
+
+
+def _build_module():
+    script = SAMPLE_DIR / "text_to_sql" / "build_db.py"
+    spec = importlib.util.spec_from_file_location("tunedeck_sample_build_db", script)
+    if spec is None or spec.loader is None:
+        raise TunedeckError(f"{script}: missing; the text-to-SQL sample cannot be built")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sql_sample_db(rebuild: bool = False) -> Path:
+    """The retail SQLite database the text-to-SQL sample runs against (built on first use into
+    the data home; the build is deterministic, so every copy holds the same rows)."""
+    from engine import paths
+
+    target = paths.home() / "sample_data" / SQL_DB_NAME
+    if target.is_file() and not rebuild:
+        return target
+    paths.ensure_dir(target.parent)
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    _build_module().build(tmp)
+    tmp.replace(target)
+    return target

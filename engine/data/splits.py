@@ -1,0 +1,82 @@
+"""Seeded train / validation / test splits, and exact-duplicate leakage across splits."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.data.schema import Example
+from engine.errors import TunedeckError
+
+
+def split_examples(examples: Sequence[Example], ratios: Sequence[float] = (0.8, 0.1, 0.1),
+                   seed: int = 0, names: Sequence[str] = ("train", "validation", "test"),
+                   dedupe: bool = True) -> dict[str, list[Example]]:
+    """Shuffle with `seed` and cut by `ratios`. With `dedupe`, identical rows land in the same
+    split, so no exact duplicate can leak from train into validation or test."""
+    if len(ratios) != len(names) or any(r < 0 for r in ratios) or not sum(ratios):
+        raise TunedeckError("split ratios must be one non-negative number per split")
+    groups: dict[tuple, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.key() if dedupe else (id(ex),), []).append(ex)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    total = sum(ratios)
+    n = len(examples)
+    bounds, acc = [], 0.0
+    for r in ratios:
+        acc += r
+        bounds.append(round(n * acc / total))
+    out: dict[str, list[Example]] = {name: [] for name in names}
+    placed = 0
+    k = 0
+    for group in order:
+        while k < len(names) - 1 and placed >= bounds[k]:
+            k += 1
+        out[names[k]].extend(group)
+        placed += len(group)
+    return out
+
+
+@dataclass
+class Leak:
+    split: str
+    line: int
+    other_split: str
+    other_line: int
+
+    def __str__(self) -> str:
+        return (f"{self.split} line {self.line} is an exact duplicate of "
+                f"{self.other_split} line {self.other_line}")
+
+
+def leakage(splits: dict[str, Sequence[Example]]) -> list[Leak]:
+    """Rows of a later split that repeat a row of an earlier split (train first)."""
+    seen: dict[tuple, tuple[str, int]] = {}
+    leaks: list[Leak] = []
+    for name, rows in splits.items():
+        local: dict[tuple, int] = {}
+        for ex in rows:
+            key = ex.key()
+            if key in seen and seen[key][0] != name:
+                leaks.append(Leak(name, ex.line, *seen[key]))
+            local.setdefault(key, ex.line)
+        for key, line in local.items():
+            seen.setdefault(key, (name, line))
+    return leaks
+
+
+def write_jsonl(examples: Sequence[Example], path: Path,
+                fields: Sequence[str] = ("instruction", "prompt", "completion")) -> Path:
+    """Write examples in the seed format (only the non-empty `fields`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for ex in examples:
+            row = {f: getattr(ex, f) for f in fields if getattr(ex, f) not in ("", None)}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

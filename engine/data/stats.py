@@ -1,0 +1,132 @@
+"""Dataset statistics with the model's own tokenizer: token lengths, a histogram, labels."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.data.schema import Example
+
+# Completions this short, with this few distinct values, are categories (labels), not text.
+LABEL_MAX_CHARS = 40
+LABEL_MAX_DISTINCT = 20
+
+
+class TokenCounter:
+    """Counts prompt and completion tokens; `overhead` is what the chat template adds."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.overhead = _template_overhead(tokenizer)
+
+    def lengths(self, examples: Sequence[Example]) -> list[tuple[int, int]]:
+        prompts = [ex.user_text() or "" for ex in examples]
+        targets = [_longest_target(ex) for ex in examples]
+        enc = self.tokenizer(prompts + targets, add_special_tokens=False)["input_ids"]
+        n = len(examples)
+        return [(len(enc[i]), len(enc[n + i])) for i in range(n)]
+
+
+def _longest_target(ex: Example) -> str:
+    if ex.chosen or ex.rejected:
+        return ex.chosen if len(ex.chosen) >= len(ex.rejected) else ex.rejected
+    return ex.completion
+
+
+def _template_overhead(tokenizer: Any) -> int:
+    """Tokens the chat template adds around one user turn and one answer (roles, BOS/EOS,
+    a default system prompt)."""
+    user, answer = "x", "y"
+    bare = len(tokenizer(user, add_special_tokens=False)["input_ids"]) + \
+        len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return max(0, len(ids) - bare)
+    return len(tokenizer("x y")["input_ids"]) - len(
+        tokenizer("x y", add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class Summary:
+    min: int = 0
+    median: float = 0.0
+    p95: int = 0
+    max: int = 0
+    mean: float = 0.0
+
+    @classmethod
+    def of(cls, values: Sequence[int]) -> Summary:
+        if not values:
+            return cls()
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, max(0, int(round(0.95 * len(ordered))) - 1))]
+        return cls(ordered[0], float(statistics.median(ordered)), p95, ordered[-1],
+                   sum(ordered) / len(ordered))
+
+
+@dataclass
+class Stats:
+    rows: int
+    prompt_tokens: Summary
+    completion_tokens: Summary
+    total_tokens: Summary  # prompt + completion + template overhead
+    template_overhead: int
+    histogram: list[tuple[int, int, int]]  # (low, high, count) over total tokens
+    labels: dict[str, int] = field(default_factory=dict)  # empty unless completions are labels
+    duplicates: int = 0
+    lengths: list[int] = field(default_factory=list)  # total tokens per row, in order
+
+
+def histogram(values: Sequence[int], bins: int = 10) -> list[tuple[int, int, int]]:
+    """Equal-width bins over [min, max]; each is (low, high inclusive, count)."""
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    width = max(1, -(-(hi - lo + 1) // bins))
+    counts = Counter((v - lo) // width for v in values)
+    n = -(-(hi - lo + 1) // width)
+    return [(lo + i * width, lo + (i + 1) * width - 1, counts.get(i, 0)) for i in range(n)]
+
+
+def label_distribution(examples: Iterable[Example]) -> dict[str, int]:
+    """Counts of each completion when completions look like categories, else {}."""
+    counts: Counter[str] = Counter()
+    for ex in examples:
+        if ex.label is not None:
+            counts["desirable" if ex.label else "undesirable"] += 1
+            continue
+        text = ex.completion.strip()
+        if not text or len(text) > LABEL_MAX_CHARS or "\n" in text:
+            return {}
+        counts[text] += 1
+        if len(counts) > LABEL_MAX_DISTINCT:
+            return {}
+    return dict(counts.most_common())
+
+
+def compute_stats(examples: Sequence[Example], tokenizer: Any, bins: int = 10) -> Stats:
+    counter = TokenCounter(tokenizer)
+    pairs: list[tuple[int, int]] = []
+    for i in range(0, len(examples), 512):
+        pairs.extend(counter.lengths(examples[i:i + 512]))
+    prompts = [p for p, _ in pairs]
+    completions = [c for _, c in pairs]
+    totals = [p + c + counter.overhead for p, c in pairs]
+    seen: set[tuple] = set()
+    dups = 0
+    for ex in examples:
+        key = ex.key()
+        if key in seen:
+            dups += 1
+        seen.add(key)
+    return Stats(rows=len(examples), prompt_tokens=Summary.of(prompts),
+                 completion_tokens=Summary.of(completions), total_tokens=Summary.of(totals),
+                 template_overhead=counter.overhead, histogram=histogram(totals, bins),
+                 labels=label_distribution(examples), duplicates=dups, lengths=totals)
