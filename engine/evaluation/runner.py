@@ -1,0 +1,599 @@
+"""Evaluate (model, optional adapter, strategy) on a held-out split.
+
+Prompts come from the prompt lab (`engine.strategies.build_prompt` with a template from
+`engine.templates`), so what is scored is exactly what the Playground runs. Generation is batched:
+prompts sorted by length, left-padded, `model.generate` greedy (sampled for self-consistency).
+
+Every finished example is appended to a cache file keyed by everything that decides its output
+(model, adapter weights, template text, strategy, limits, example content), so an interrupted
+evaluation resumes where it stopped and a repeated one costs nothing. A LoRA adapter is loaded
+once on top of the base model with PEFT; base columns run inside `disable_adapter()`, so the base
+weights are loaded once for the whole matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import paths
+from engine.errors import TunedeckError
+from engine.evaluation import metrics as M
+
+CACHE_VERSION = 1
+TEMPLATE_BY_DATASET = {"text_to_sql": "text-to-sql", "sentiment": "sentiment",
+                       "arithmetic": "arithmetic-cot"}
+# The format `tunedeck train` trains on: the instruction, a blank line, the input, as one user
+# turn with no system message (engine.training.data.to_conversation). The built-in "instruction"
+# template renders exactly that, so an adapter is evaluated on the prompt it learned.
+ADAPTER_TEMPLATE = "instruction"
+
+
+@dataclass
+class EvalSpec:
+    """What is evaluated, shared by every column of a matrix."""
+
+    data: str = "sample_data/text_to_sql"  # a folder with splits, or one file
+    split: str = "test"
+    shots: str | None = None  # where few-shot examples come from (default: the folder's train)
+    shots_split: str = "train"
+    limit: int | None = None
+    model: str | None = None  # default model when None
+    quantize: str | None = None  # None | "4bit" | "8bit": e.g. the 4-bit base a QLoRA adapter saw
+    adapter: str | None = None  # a run id / run folder / adapter folder
+    template: str | None = None  # prompting columns (default: by dataset name)
+    adapter_template: str = ADAPTER_TEMPLATE
+    task: str = "auto"  # auto | sql | classification | answer | text
+    dialect: str = "teradata"
+    max_new_tokens: int = 128
+    cot_max_new_tokens: int = 256
+    batch_size: int = 8
+    samples: int = 5  # self-consistency
+    temperature: float = 0.7  # self-consistency sampling
+    seed: int = 0
+    context_window: int | None = None
+    use_cache: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Column:
+    """One strategy, with or without the adapter."""
+
+    name: str
+    kind: str = "zero-shot"  # a StrategyConfig kind
+    k: int = 0
+    adapter: bool = False
+    loss: bool = False  # also measure the reference completion's loss / perplexity
+
+    def strategy(self, spec: EvalSpec) -> Any:
+        from engine.strategies import StrategyConfig
+
+        # Sampling settings only where they change the prompt or output (they key the cache).
+        if self.sampled:
+            return StrategyConfig(kind=self.kind, k=self.k, samples=spec.samples, seed=spec.seed)
+        return StrategyConfig(kind=self.kind, k=self.k)
+
+    @property
+    def sampled(self) -> bool:
+        return self.kind == "self-consistency"
+
+    @property
+    def chain_of_thought(self) -> bool:
+        return self.kind in ("cot", "few-shot-cot", "self-consistency")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalProgress:
+    column: str
+    column_index: int
+    columns: int
+    done: int  # examples finished in all columns, cached ones included
+    total: int
+    elapsed_s: float
+    eta_s: float | None  # None until one example has been generated
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+Progress = Callable[[EvalProgress], None]
+
+
+@dataclass
+class ColumnResult:
+    column: Column
+    metrics: M.ColumnMetrics
+    rows: list[dict[str, Any]]  # one per example, in dataset order
+    template: str = ""
+    warnings: list[str] = field(default_factory=list)
+    cached: int = 0  # examples read from the cache instead of generated
+
+
+@dataclass
+class EvalData:
+    """The examples under test, the few-shot pool and what the task needs to score them."""
+
+    examples: list[Any]
+    shots: list[Any]
+    task: str
+    labels: list[str]
+    source: str
+
+    def reference(self, example: Any) -> str:
+        return M.reference_of(example, self.task)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _is_folder(path: str) -> bool:
+    return Path(path).expanduser().is_dir()
+
+
+def load_data(spec: EvalSpec, need_shots: bool = True) -> EvalData:
+    """The test examples (first `limit`), the few-shot pool, the task kind and its labels."""
+    from engine.data import load_examples
+
+    data = str(Path(spec.data).expanduser())
+    folder = _is_folder(data)
+    # The whole split is read so the task is told from all of it, not from the first few rows.
+    everything = load_examples(data, split=spec.split if folder else None)
+    examples = everything[:spec.limit] if spec.limit is not None else everything
+    shots: list[Any] = []
+    if spec.shots:
+        shots_folder = _is_folder(spec.shots)
+        shots = load_examples(spec.shots, split=spec.shots_split if shots_folder else None)
+    elif folder and (need_shots or spec.task == "auto"):
+        try:
+            shots = load_examples(data, split=spec.shots_split)
+        except TunedeckError:
+            if need_shots:
+                raise
+    elif need_shots:
+        raise TunedeckError(
+            f"{data} is one file, so there is no train split to draw few-shot examples "
+            "from: give a folder with train/test splits, or --shots FILE.")
+    task = spec.task
+    if task not in M.TASKS:
+        raise TunedeckError(f"Unknown task '{task}'. Use one of: {', '.join(M.TASKS)}.")
+    if task == "auto":
+        task = M.detect_task([*everything, *shots])
+    labels: list[str] = []
+    if task == "classification":
+        # Labels from both pools, so a label the test sample lacks can still be predicted.
+        pool = [*everything, *shots]
+        labels = sorted({M.reference_of(e, task) for e in pool if M.reference_of(e, task)})
+    source = f"{data}[{spec.split}]" if folder else data
+    return EvalData(examples, shots, task, labels, source)
+
+
+def default_template(spec: EvalSpec) -> str:
+    if spec.template:
+        return spec.template
+    return TEMPLATE_BY_DATASET.get(Path(spec.data).expanduser().resolve().name
+                                   if _is_folder(spec.data)
+                                   else Path(spec.data).expanduser().resolve().parent.name,
+                                   "instruction")
+
+
+def resolve_adapter(ref: str) -> Any:
+    """An adapter (`engine.adapters.AdapterInfo`) from RUN_ID, RUN_ID:checkpoint-N or a folder."""
+    from engine.adapters import resolve
+
+    return resolve(ref)
+
+
+def _adapter_identity(adapter: Path) -> dict[str, Any]:
+    """Enough to notice retrained weights: a file's size and modification time."""
+    out: dict[str, Any] = {"path": str(adapter)}
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        f = adapter / name
+        if f.is_file():
+            st = f.stat()
+            out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class ModelSession:
+    """The base model loaded once, with an optional adapter switched on or off per column.
+
+    Adapters go through `engine.adapters.AdapterSet`, the one PEFT wrapper per loaded model that
+    the Playground shares: base columns run with every adapter layer off, adapter columns with
+    ours on, and what was active before is restored after each column. An adapter this session
+    attached is detached again by `close`, so a model handed in (the TUI's) comes back as it was.
+    """
+
+    def __init__(self, loaded: Any, adapter: str | None = None) -> None:
+        from engine.adapters import EXTRAS_KEY, AdapterSet, base_mismatch
+
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.adapter_info: Any = None
+        self.adapter_name: str | None = None
+        self.warnings: list[str] = []
+        self._attached_here = False
+        self.adapters: Any = loaded.extras.get(EXTRAS_KEY)
+        if adapter:
+            self.adapter_info = resolve_adapter(adapter)
+            note = base_mismatch(self.adapter_info, loaded)
+            if note:
+                self.warnings.append(note)
+            if (self.adapter_info.method == "qlora"
+                    and getattr(loaded.info, "quantization", None) != "4bit"):
+                self.warnings.append(
+                    f"{self.adapter_info.label} is a QLoRA adapter, trained on the 4-bit base; "
+                    "on this unquantized base its outputs differ from training. Evaluate it with "
+                    "--quantize 4bit (Evaluate screen: 4-bit base).")
+            self.adapters = AdapterSet.of(loaded)
+            self._attached_here = self.adapter_info.name not in self.adapters.attached
+            self.adapter_name = self.adapters.attach(self.adapter_info, activate=False)
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self.adapter_info.path if self.adapter_info is not None else None
+
+    @property
+    def model_ref(self) -> str:
+        return str(self.loaded.info.location or self.loaded.info.ref)
+
+    @contextlib.contextmanager
+    def use(self, adapter: bool) -> Iterator[Any]:
+        """The model to generate with: PEFT's layers live inside `loaded.model`, switched here."""
+        if adapter and self.adapter_name is None:
+            raise TunedeckError("This column needs an adapter: pass --adapter RUN "
+                                "(a finished `tunedeck train` run) or an adapter folder.")
+        if self.adapters is None:
+            yield self.loaded.model
+            return
+        with self.adapters.using(self.adapter_name if adapter else None):
+            yield self.loaded.model
+
+    def close(self) -> None:
+        if self._attached_here and self.adapter_name is not None:
+            self.adapters.detach(self.adapter_name)
+            self._attached_here = False
+
+
+def load_session(spec: EvalSpec, loaded: Any = None, progress: Callable[[str], None] | None = None,
+                 with_adapter: bool = True) -> ModelSession:
+    """The model (loaded unless given) and, for adapter columns, the spec's adapter on it."""
+    from engine import models
+
+    adapter = spec.adapter if with_adapter else None
+    if loaded is None:
+        model = spec.model
+        if model is None and adapter:
+            # Like `tunedeck prompt --adapter`: the adapter's own base model by default.
+            model = resolve_adapter(adapter).base_model or None
+        loaded = models.load(model, quantize=spec.quantize, progress=progress)
+    if adapter and progress:
+        progress(f"Loading the adapter {adapter}…")
+    return ModelSession(loaded, adapter)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    from engine.generation import eos_token_ids
+
+    return sorted(eos_token_ids(model, tokenizer))
+
+
+def _left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, row in enumerate(batch):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
+                   max_new_tokens: int, samples: int = 1, temperature: float = 0.0,
+                   seed: int = 0) -> list[list[tuple[str, int]]]:
+    """Completions of left-padded prompts: for each prompt, `samples` (text, new tokens) pairs.
+    Greedy when `temperature` is 0."""
+    import torch
+
+    eos = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    ids, mask = _left_pad(prompts, pad_id)
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
+                              "eos_token_id": eos}
+    if temperature > 0:
+        torch.manual_seed(seed)
+        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                      num_return_sequences=samples)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+    new = out[:, ids.shape[1]:].tolist()
+    eos_set = set(eos)
+    results: list[list[tuple[str, int]]] = []
+    per = samples if temperature > 0 else 1
+    for i in range(len(prompts)):
+        group = []
+        for row in new[i * per:(i + 1) * per]:
+            end = next((j for j, t in enumerate(row) if t in eos_set), len(row))
+            group.append((tokenizer.decode(row[:end], skip_special_tokens=True),
+                          min(end + 1, len(row))))
+        results.append(group)
+    return results
+
+
+def completion_losses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
+                      completions: Sequence[str], chat: bool) -> list[tuple[float, int]]:
+    """Mean token loss of each reference completion (+ its EOS) after its prompt, and the token
+    count. Left-padded with explicit positions, and logits only for the completion positions."""
+    import torch
+
+    eos = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    targets: list[list[int]] = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        text = completion.strip()
+        if not chat:
+            text = (" " if tokenizer.decode(list(prompt)[-1:]).endswith(":") else "\n") + text
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        targets.append(ids)
+    rows = [list(p) + t for p, t in zip(prompts, targets, strict=True)]
+    ids, mask = _left_pad(rows, pad_id)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    keep = max(len(t) for t in targets) + 1
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+    out: list[tuple[float, int]] = []
+    width = ids.shape[1]
+    for i, target in enumerate(targets):
+        n = len(target)
+        # logits[:, j] predicts token width - keep + j + 1.
+        start = keep - 1 - n
+        pred = logits[i, start:start + n]
+        gold = ids[i, width - n:].to(pred.device)
+        loss = torch.nn.functional.cross_entropy(pred, gold, reduction="mean").item()
+        out.append((loss, n))
+    return out
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def example_key(example: Any) -> str:
+    return _hash([getattr(example, n, "") for n in
+                  ("system", "instruction", "prompt", "completion", "answer", "rationale")])
+
+
+def cache_path(key: str) -> Path:
+    return paths.evals_dir() / "cache" / f"{key}.jsonl"
+
+
+def read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """Cached rows by example key; a half-written last line (a killed run) is ignored."""
+    out: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "key" in row:
+                out[row["key"]] = row
+    return out
+
+
+# --------------------------------------------------------------------------- evaluating
+
+
+class Evaluation:
+    """Runs columns over one set of examples with one model session."""
+
+    def __init__(self, spec: EvalSpec, session: ModelSession, data: EvalData,
+                 judge: M.SqlJudge | None = None) -> None:
+        self.spec = spec
+        self.session = session
+        self.data = data
+        self.judge = judge
+        if data.task == "sql" and judge is None:
+            self.judge = M.SqlJudge(dialect=spec.dialect)
+
+    def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
+
+    def template_for(self, column: Column) -> Any:
+        from engine.templates import get_template
+
+        name = self.spec.adapter_template if column.adapter else default_template(self.spec)
+        return get_template(name)
+
+    def column_key(self, column: Column, template: Any) -> str:
+        spec = self.spec
+        identity = {
+            "v": CACHE_VERSION, "model": self.session.model_ref,
+            "adapter": _adapter_identity(self.session.adapter_dir)
+            if (column.adapter and self.session.adapter_dir is not None) else None,
+            "template": template.as_dict(), "strategy": column.strategy(spec).as_dict(),
+            "kind": column.kind, "k": column.k, "loss": column.loss, "task": self.data.task,
+            "labels": self.data.labels, "dialect": spec.dialect,
+            "max_new_tokens": self._max_new_tokens(column),
+            "shots": [example_key(e) for e in self.data.shots[:column.k]]
+            if column.k else [],
+            "context_window": spec.context_window,
+            "sampling": [spec.samples, spec.temperature, spec.seed] if column.sampled else None,
+        }
+        quantization = getattr(self.session.loaded.info, "quantization", None)
+        if quantization:
+            identity["quantization"] = quantization
+        return _hash(identity)
+
+    def _max_new_tokens(self, column: Column) -> int:
+        return self.spec.cot_max_new_tokens if column.chain_of_thought else \
+            self.spec.max_new_tokens
+
+    def build(self, column: Column, template: Any, example: Any) -> Any:
+        from engine.strategies import build_prompt, example_values
+
+        return build_prompt(template, example_values(example), self.session.tokenizer,
+                            column.strategy(self.spec),
+                            self.data.shots if column.k else (),
+                            max_new_tokens=self._max_new_tokens(column),
+                            context_window=self.spec.context_window)
+
+    def run_column(self, column: Column, on_example: Callable[[bool], None] | None = None,
+                   cancel: threading.Event | None = None) -> ColumnResult:
+        """Evaluate one column; `on_example(generated)` after each example (False: cached)."""
+        spec = self.spec
+        template = self.template_for(column)
+        key = self.column_key(column, template)
+        path = cache_path(key)
+        cached = read_cache(path) if spec.use_cache else {}
+        keys = [example_key(e) for e in self.data.examples]
+        rows: dict[str, dict[str, Any]] = {}
+        for k in keys:
+            if k in cached:
+                rows[k] = cached[k]
+                if on_example:
+                    on_example(False)
+        todo = [(k, e) for k, e in zip(keys, self.data.examples, strict=True) if k not in rows]
+        warnings: list[str] = []
+        if todo:
+            built = []
+            for k, example in todo:
+                prompt = self.build(column, template, example)
+                warnings.extend(w for w in prompt.warnings if w not in warnings)
+                built.append((k, example, prompt))
+            # Similar lengths together: less padding, and the batch ends with its longest prompt.
+            built.sort(key=lambda item: len(item[2].input_ids))
+            paths.ensure_dir(path.parent)
+            per_batch = max(1, spec.batch_size // (spec.samples if column.sampled else 1))
+            with self.session.use(column.adapter) as model, open(path, "a",
+                                                                 encoding="utf-8") as out:
+                for start in range(0, len(built), per_batch):
+                    if cancel is not None and cancel.is_set():
+                        break
+                    batch = built[start:start + per_batch]
+                    for row in self._run_batch(model, column, batch, start):
+                        rows[row["key"]] = row
+                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        out.flush()
+                        if on_example:
+                            on_example(True)
+        ordered = [rows[k] for k in keys if k in rows]
+        return ColumnResult(column, M.aggregate(ordered, self.data.task, self.data.labels),
+                            ordered, template.name, warnings,
+                            cached=sum(1 for k in keys if k in cached))
+
+    def _run_batch(self, model: Any, column: Column, batch: list[tuple[str, Any, Any]],
+                   offset: int) -> list[dict[str, Any]]:
+        spec = self.spec
+        tokenizer = self.session.tokenizer
+        prompts = [p.input_ids for _, _, p in batch]
+        started = time.perf_counter()
+        outputs = generate_batch(
+            model, tokenizer, prompts, self._max_new_tokens(column),
+            samples=spec.samples if column.sampled else 1,
+            temperature=spec.temperature if column.sampled else 0.0,
+            seed=spec.seed + offset)
+        latency = (time.perf_counter() - started) / len(batch)
+        losses: list[tuple[float, int] | None] = [None] * len(batch)
+        if column.loss:
+            chat = batch[0][2].messages is not None
+            refs = [str(getattr(e, "completion", "") or self.data.reference(e))
+                    for _, e, _ in batch]
+            losses = list(completion_losses(model, tokenizer, prompts, refs, chat))
+        rows = []
+        for (key, example, prompt), group, loss in zip(batch, outputs, losses, strict=True):
+            rows.append(self._row(column, key, example, prompt, group, latency, loss))
+        return rows
+
+    def _row(self, column: Column, key: str, example: Any, prompt: Any,
+             group: list[tuple[str, int]], latency: float,
+             loss: tuple[float, int] | None) -> dict[str, Any]:
+        from engine.strategies import majority_vote
+
+        data = self.data
+        reference = data.reference(example)
+        output = group[0][0]
+        final = None
+        extra: dict[str, Any] = {}
+        if column.sampled:
+            answers = [M.final_answer(data.task, text, data.labels) for text, _ in group]
+            final, agreement = majority_vote(answers)
+            winner = next((text for (text, _), a in zip(group, answers, strict=True)
+                           if a is not None and final is not None and a.strip() == final), output)
+            output = winner
+            extra = {"samples": [text for text, _ in group], "agreement": agreement}
+        result = M.score(data.task, output, reference, labels=data.labels, judge=self.judge,
+                         final=final)
+        row = {
+            "key": key, "line": getattr(example, "line", 0), "input": getattr(example, "prompt", ""),
+            "reference": reference, "output": output, "final": result.final,
+            "status": result.status, "exact": result.exact, "normalized": result.normalized,
+            "detail": result.detail, "prompt_tokens": len(prompt.input_ids),
+            "completion_tokens": sum(n for _, n in group) / len(group),
+            "latency_s": latency, "examples_used": prompt.examples_used, **extra,
+        }
+        if loss is not None:
+            row["loss"], row["loss_tokens"] = loss
+        return row
+
+
+def evaluate(spec: EvalSpec, column: Column, loaded: Any = None,
+             progress: Progress | None = None, cancel: threading.Event | None = None,
+             ) -> ColumnResult:
+    """One (model, adapter?, strategy) on the test split."""
+    from engine.evaluation.matrix import run_matrix
+
+    return run_matrix(spec, [column], loaded=loaded, progress=progress, cancel=cancel).columns[0]
+
+
+def eta(elapsed: float, generated: int, remaining: int) -> float | None:
+    if generated <= 0:
+        return None
+    return elapsed / generated * remaining
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -1,0 +1,333 @@
+"""Evaluate: run the prompting-vs-fine-tuning matrix on held-out data and read it.
+
+Choose the dataset, an adapter (any finished run), the limit and the columns; `r` runs the matrix
+in a thread worker on the app's model (progress with ETA, coalesced), `x` cancels after the batch
+in flight. The table shows one row per column with the task's metric, prompt tokens and latency
+per query, and the recommendation below it. The examples table lists every example with a ✓ / ✗
+per column; Enter opens the drill-down (every column's output beside the reference, rated there).
+`l` loads the newest saved result without running anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import (
+    Checkbox,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ProgressBar,
+    Select,
+    SelectionList,
+    Static,
+)
+from textual.worker import Worker, WorkerState
+
+from tui.screens.base import WorkbenchScreen
+
+DATASETS = (("text-to-SQL", "sample_data/text_to_sql"), ("sentiment", "sample_data/sentiment"),
+            ("arithmetic", "sample_data/arithmetic"))
+# (column alias, shown label, checked by default)
+COLUMN_CHOICES = (("zero-shot", "zero-shot", True), ("k1", "few-shot k=1", True),
+                  ("k3", "few-shot k=3", True), ("k5", "few-shot k=5", False),
+                  ("cot", "chain-of-thought", True), ("sc", "self-consistency", False),
+                  ("adapter", "adapter", True), ("adapter-k3", "adapter + few-shot k=3", True))
+STATUS_MARK = {"correct": "✓", "wrong": "✗", "syntax_error": "S", "exec_error": "E",
+               "no_answer": "–", "reference_error": "?"}
+NO_ADAPTER = "(none)"
+
+
+class EvalProgressUpdate(Message):
+    """Progress from the worker; consecutive ones replace each other in the queue."""
+
+    def __init__(self, text: str, fraction: float | None) -> None:
+        super().__init__()
+        self.text = text
+        self.fraction = fraction
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, EvalProgressUpdate)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def matrix_rows(result: Any) -> list[tuple[str, ...]]:
+    rows = []
+    for row in result.table():
+        rows.append((
+            row["column"], str(row["n"]), _pct(row["accuracy"]), _pct(row["normalized_match"]),
+            str(row["syntax_errors"]), f"{row['prompt_tokens']:.0f}", f"{row['latency_s']:.2f}s",
+            f"{row['perplexity']:.2f}" if row["perplexity"] is not None else "–"))
+    return rows
+
+
+def example_rows(result: Any) -> list[tuple[str, ...]]:
+    """One row per example: line, question, then a status mark per column."""
+    if not result.columns:
+        return []
+    by_key = [{r["key"]: r for r in c.rows} for c in result.columns]
+    keys = [r["key"] for r in max((c.rows for c in result.columns), key=len)]
+    rows = []
+    for key in keys:
+        first = next(rows_[key] for rows_ in by_key if key in rows_)
+        question = " ".join(str(first.get("input", "")).split())
+        marks = [STATUS_MARK.get(rows_[key]["status"], "?") if key in rows_ else " "
+                 for rows_ in by_key]
+        rows.append((str(first.get("line", "")), question[:60], *marks))
+    return rows
+
+
+class EvaluateScreen(WorkbenchScreen):
+    HELP_TITLE = "Evaluate"
+    HELP = ("Prompt it or fine-tune it? Runs zero-shot, few-shot, chain-of-thought, "
+            "self-consistency and a trained adapter on the same held-out examples, with the "
+            "active model (F8 or Ctrl+P changes it; '4-bit base' loads it in 4-bit, as a QLoRA "
+            "adapter was trained). r runs (or "
+            "resumes: finished examples come from the cache), x cancels, l loads the newest saved "
+            "result, Enter on an example shows every column's output beside the reference, where "
+            "1-5 / + / - rate it. Marks: ✓ correct, ✗ wrong, S syntax error, E query failed, "
+            "– no answer.")
+    BINDINGS = [
+        Binding("r", "run", "Run"),
+        Binding("x", "cancel", "Cancel"),
+        Binding("l", "load_latest", "Load last"),
+    ]
+    DEFAULT_CSS = """
+    EvaluateScreen #eval-form { height: auto; }
+    EvaluateScreen #eval-form-left { width: 1fr; height: auto; }
+    EvaluateScreen #eval-form-left Horizontal { height: auto; }
+    EvaluateScreen #eval-form-left Label { width: 9; padding: 1 0 0 1; }
+    EvaluateScreen #eval-form-left Select { width: 1fr; }
+    EvaluateScreen #eval-4bit { width: auto; }
+    EvaluateScreen #eval-limit { width: 12; }
+    EvaluateScreen #eval-path { width: 1fr; }
+    EvaluateScreen #eval-columns { width: 34; height: 10; border: round $panel-lighten-2; }
+    EvaluateScreen #eval-columns:focus { border: round $primary; }
+    EvaluateScreen #eval-status-row { height: 1; padding: 0 1; }
+    EvaluateScreen #eval-status { width: 1fr; }
+    EvaluateScreen #eval-progress { width: 30; }
+    EvaluateScreen #eval-matrix { height: auto; max-height: 11; }
+    EvaluateScreen #eval-recommendation { height: auto; padding: 0 1; color: $text; }
+    EvaluateScreen #eval-examples { height: 1fr; min-height: 4; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: Any = None
+        self._eval_cancel: threading.Event | None = None
+        self._evaluating = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="eval-form"):
+            with Vertical(id="eval-form-left"):
+                with Horizontal():
+                    yield Label("Data")
+                    yield Select([(label, path) for label, path in DATASETS],
+                                 value=DATASETS[0][1], allow_blank=False, id="eval-data")
+                with Horizontal():
+                    yield Label("Adapter")
+                    yield Select([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER,
+                                 allow_blank=False, id="eval-adapter")
+                    yield Checkbox("4-bit base", id="eval-4bit")
+                with Horizontal():
+                    yield Label("Limit")
+                    yield Input(value="20", id="eval-limit", type="integer",
+                                placeholder="all")
+                    yield Input(id="eval-path", placeholder="or a dataset folder / file")
+            yield SelectionList[str](*[(label, alias, on) for alias, label, on in COLUMN_CHOICES],
+                                     id="eval-columns")
+        with Horizontal(id="eval-status-row"):
+            yield Static("", id="eval-status")
+            yield ProgressBar(total=1, show_eta=False, id="eval-progress")
+        yield DataTable(id="eval-matrix", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="eval-recommendation")
+        yield DataTable(id="eval-examples", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#eval-columns").border_title = "columns"
+        self.query_one("#eval-matrix", DataTable).add_columns(*self.matrix_columns("metric"))
+        self.query_one("#eval-progress", ProgressBar).display = False
+        model = getattr(self.app, "model_ref", None) or "the default model"
+        self.set_status(f"Model: {model} (F8 or Ctrl+P changes it). Choose data, adapter and "
+                        "columns; r runs.")
+        self.refresh_adapters()
+
+    # ------------------------------------------------------------------ inputs
+    def refresh_adapters(self) -> None:
+        from engine.adapters import list_available
+
+        try:
+            found = [a for a in list_available() if a.kind == "final"]
+        except Exception:  # a damaged run folder must not keep the screen from opening
+            found = []
+        options = [(NO_ADAPTER, NO_ADAPTER)] + [(a.label, a.ref) for a in found]
+        select = self.query_one("#eval-adapter", Select)
+        current = select.value
+        select.set_options(options)
+        refs = [ref for _, ref in options]
+        select.value = current if current in refs else (refs[1] if len(refs) > 1 else NO_ADAPTER)
+
+    def spec_and_columns(self) -> tuple[Any, list[Any]]:
+        from engine.errors import TunedeckError
+        from engine.evaluation import EvalSpec, columns_from_names
+
+        adapter = self.query_one("#eval-adapter", Select).value
+        adapter = None if adapter in (NO_ADAPTER, Select.BLANK) else str(adapter)
+        limit_text = self.query_one("#eval-limit", Input).value.strip()
+        limit = int(limit_text) if limit_text else None
+        if limit is not None and limit < 1:
+            raise TunedeckError("Limit must be at least 1 (empty: every example).")
+        chosen = list(self.query_one("#eval-columns", SelectionList).selected)
+        if not adapter:
+            chosen = [c for c in chosen if not c.startswith("adapter")]
+        if not chosen:
+            raise TunedeckError("Choose at least one column (adapter columns need an adapter).")
+        model_ref = getattr(self.app, "model_ref", None)
+        path = self.query_one("#eval-path", Input).value.strip()
+        data = path or str(self.query_one("#eval-data", Select).value)
+        quantize = "4bit" if self.query_one("#eval-4bit", Checkbox).value else None
+        spec = EvalSpec(data=data, limit=limit, adapter=adapter, model=model_ref,
+                        quantize=quantize)
+        return spec, columns_from_names(chosen, adapter=bool(adapter))
+
+    # ------------------------------------------------------------------ running
+    def action_run(self) -> None:
+        from engine.errors import TunedeckError
+
+        if self._evaluating:
+            self.notify("An evaluation is running; x cancels it.", severity="warning")
+            return
+        try:
+            spec, columns = self.spec_and_columns()
+        except TunedeckError as err:
+            self.set_status(str(err), error=True)
+            return
+        loaded = getattr(self.app, "loaded", None)
+        if loaded is None and not spec.quantize:
+            self.notify("The model is not loaded yet.", severity="warning")
+            return
+        self._eval_cancel = threading.Event()
+        self._evaluating = True
+        bar = self.query_one("#eval-progress", ProgressBar)
+        bar.update(total=1, progress=0)
+        bar.display = True
+        self.set_status(f"Starting: {len(columns)} columns…")
+        # A 4-bit base is a model of its own (loaded in the worker); the app's stays as it is.
+        self.run_matrix(spec, columns, None if spec.quantize else loaded, self._eval_cancel)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate",
+          description="Evaluation")
+    def run_matrix(self, spec: Any, columns: list[Any], loaded: Any,
+                   cancel: threading.Event) -> Any:
+        from engine.evaluation import run_matrix
+        from engine.evaluation.runner import format_eta
+
+        def progress(p: Any) -> None:
+            text = (f"[{p.column_index + 1}/{p.columns}] {p.column}: {p.done}/{p.total}  "
+                    f"ETA {format_eta(p.eta_s)}")
+            self.post_message(EvalProgressUpdate(text, p.fraction))
+
+        def status(text: str) -> None:
+            self.post_message(EvalProgressUpdate(text, None))
+
+        return run_matrix(spec, columns, loaded=loaded, progress=progress, cancel=cancel,
+                          status=status)
+
+    def on_eval_progress_update(self, message: EvalProgressUpdate) -> None:
+        if not self._evaluating:
+            return
+        self.set_status(message.text)
+        if message.fraction is not None:
+            self.query_one("#eval-progress", ProgressBar).update(total=1000,
+                                                                 progress=1000 * message.fraction)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "evaluate":
+            return
+        if event.state == WorkerState.SUCCESS:
+            self._evaluating = False
+            self.query_one("#eval-progress", ProgressBar).display = False
+            result = event.worker.result
+            self.show_result(result)
+            where = f" Saved to {result.saved_to}." if result.saved_to else ""
+            verb = "Cancelled" if result.cancelled else "Done"
+            self.set_status(f"{verb}: {result.examples} examples × {len(result.columns)} "
+                            f"columns in {result.seconds:.0f} s.{where}")
+            for warning in result.warnings:
+                self.notify(warning, severity="warning", timeout=15)
+        elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self._evaluating = False
+            self.query_one("#eval-progress", ProgressBar).display = False
+
+    def worker_failed(self, worker: Worker, message: str) -> None:
+        self.set_status(message, error=True)
+        super().worker_failed(worker, message)
+
+    def action_cancel(self) -> None:
+        if self._evaluating and self._eval_cancel is not None:
+            self._eval_cancel.set()
+            self.set_status("Cancelling after the batch in flight…")
+
+    def action_load_latest(self) -> None:
+        from engine.errors import TunedeckError
+        from engine.evaluation import load_result, saved_results
+
+        found = saved_results()
+        if not found:
+            self.set_status("No saved evaluations yet: r runs one.")
+            return
+        try:
+            result = load_result(found[0])
+        except TunedeckError as err:
+            self.set_status(str(err), error=True)
+            return
+        self.show_result(result)
+        self.set_status(f"Loaded {found[0].name}.")
+
+    # ------------------------------------------------------------------ showing
+    def set_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#eval-status", Static)
+        status.update(text)
+        status.set_class(error, "error")
+
+    def show_result(self, result: Any) -> None:
+        self.result = result
+        matrix = self.query_one("#eval-matrix", DataTable)
+        matrix.clear(columns=True)
+        matrix.add_columns(*self.matrix_columns(result.metric_name))
+        for row in matrix_rows(result):
+            matrix.add_row(*row)
+        self.query_one("#eval-recommendation", Static).update(result.recommendation)
+        examples = self.query_one("#eval-examples", DataTable)
+        examples.clear(columns=True)
+        examples.add_columns("line", "input", *[c.column.name for c in result.columns])
+        for index, row in enumerate(example_rows(result)):
+            examples.add_row(*row, key=str(index))
+
+    @staticmethod
+    def matrix_columns(metric: str) -> tuple[str, ...]:
+        return ("column", "n", metric, "norm.", "syntax", "prompt tok/q", "latency/q", "ppl")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "eval-examples":
+            self.open_example(event.cursor_row)
+
+    def open_example(self, index: int) -> None:
+        from tui.screens.eval_detail import EvalDetailScreen
+
+        if self.result is None or not self.result.columns:
+            return
+        self.app.push_screen(EvalDetailScreen(self.result, index))
