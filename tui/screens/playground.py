@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.errors import TunedeckError
 from tui.messages import ModelStateChanged
+from tui.screens.adapter_picker import AdapterControls
 from tui.screens.base import WorkbenchScreen, describe_error
 from tui.widgets.completion_view import CompletionUpdate, CompletionView, metrics_line
 from tui.widgets.token_meter import TokenMeter
@@ -55,6 +56,7 @@ class RunJob:
     strategy: Any  # engine.strategies.StrategyConfig
     built: Any  # engine.strategies.BuiltPrompt (None when it could not be built)
     error: str = ""
+    generator: Any = None  # base vs adapter: this job's own engine.adapters.AdapterGenerator
 
 
 @dataclass
@@ -102,7 +104,7 @@ def _field(label: str, widget: Any, field_id: str) -> Horizontal:
                       id=f"field-{field_id}")
 
 
-class PlaygroundScreen(WorkbenchScreen):
+class PlaygroundScreen(AdapterControls, WorkbenchScreen):
     HELP_TITLE = "Playground"
     HELP = (
         "Edit the template (Jinja: {{ variable }}), fill its variables on the Inputs tab or load a "
@@ -596,6 +598,7 @@ class PlaygroundScreen(WorkbenchScreen):
                     jobs.append(RunJob(slot, kind, strat, None, error=str(err)))
             if all(job.error for job in jobs):
                 raise TunedeckError(jobs[0].error)
+            jobs = self.adapter_jobs(jobs, loaded)
         except TunedeckError as err:
             self._set_status(str(err), error=True)
             self.notify(str(err), title="Cannot run", severity="error")
@@ -677,8 +680,9 @@ class PlaygroundScreen(WorkbenchScreen):
                     shown.append(delta)
                     self.post_message(CompletionUpdate(slot, prefix + "".join(shown)))
 
-                result = generator.generate(job.built.input_ids, run_params, on_text=on_text,
-                                            cancel=cancel, prefix_len=job.built.prefix_len)
+                result = (job.generator or generator).generate(
+                    job.built.input_ids, run_params, on_text=on_text, cancel=cancel,
+                    prefix_len=job.built.prefix_len)
                 results.append(result)
                 texts.append(result.text)
                 if job.strategy.chain_of_thought:
@@ -722,7 +726,8 @@ class PlaygroundScreen(WorkbenchScreen):
             f"── sample {i + 1} ──\n{t}" for i, t in enumerate(texts))
         template = context["template"]
         self._store.add_try(
-            model=context["model"], adapter=context["adapter"], template=template.name,
+            model=context["model"], template=template.name,
+            adapter=job.generator.adapter_ref if job.generator else context["adapter"],
             template_text=template.template, strategy=job.strategy.as_dict(),
             params=context["params"].as_dict(),
             inputs={**context["values"], "system": template.system} if template.system

@@ -1,0 +1,84 @@
+"""`tunedeck export`: a run's adapter merged into its base model, or the adapter alone.
+`tunedeck adapters`: every adapter the runs have produced, with the reference to use it by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tui.commands._common import console, human_bytes
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="merge a run's adapter into its base model, or export the adapter alone",
+        description="Export what a run trained. --merge writes a standard Hugging Face model "
+        "folder (base + adapter merged, full precision, tokenizer, chat template, generation "
+        "config); --adapter writes the adapter in PEFT's layout with a model card. A bare name "
+        "as OUT_DIR is saved under the data home's exports folder, where `tunedeck models` and "
+        "the Models screen list merged models.")
+    p.add_argument("run", metavar="RUN_ID",
+                   help="run id (or a unique part), RUN_ID:checkpoint-N, RUN_ID:latest, or an "
+                   "adapter folder")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--merge", metavar="OUT_DIR", default=None,
+                        help="write the merged model here")
+    target.add_argument("--adapter", metavar="OUT_DIR", default=None,
+                        help="write the adapter and its model card here")
+    p.add_argument("--checkpoint", default=None, metavar="N",
+                   help="a checkpoint step (or 'latest') instead of the final adapter")
+    p.add_argument("--base", default=None, metavar="MODEL",
+                   help="--merge: the base model, when the run's model has moved")
+    p.add_argument("--device", default=None, help="--merge: device for merging (default: auto)")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.set_defaults(func=run)
+
+    a = subparsers.add_parser("adapters", help="list the adapters of every run (final and "
+                              "checkpoints)")
+    a.set_defaults(func=run_list)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import export
+
+    err = console(stderr=True)
+    if args.merge is not None:
+        result = export.export_merged(
+            args.run, args.merge, checkpoint=args.checkpoint, base=args.base, device=args.device,
+            force=args.force, progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+        how = f'AutoModelForCausalLM.from_pretrained("{result.path}")'
+        also = f"Use it here with: tunedeck prompt --model {result.path} …"
+    else:
+        result = export.export_adapter(args.run, args.adapter, checkpoint=args.checkpoint,
+                                       force=args.force)
+        how = f'PeftModel.from_pretrained(base, "{result.path}")'
+        also = f"Use it here with: tunedeck prompt --adapter {result.path} …"
+    # The path alone on stdout, so scripts can capture it; the rest is for the person.
+    print(result.path)
+    err.print(f"Exported {result.adapter.label} ({result.kind}, base {result.base_model}, "
+              f"{human_bytes(result.size_bytes)}): {', '.join(result.files)}")
+    err.print(f"Load it with {how}. {also}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from engine import adapters, paths
+
+    found = adapters.list_available()
+    out = console()
+    if not found:
+        out.print(f"No adapters yet under {paths.runs_dir()}. Train one with `tunedeck train`.")
+        return 1
+    table = Table(title="Adapters", title_justify="left")
+    for column in ("reference", "kind", "method", "base model", "run state"):
+        table.add_column(column, overflow="fold")
+    for info in found:
+        kind = "final" if info.kind == "final" else f"checkpoint (step {info.step})"
+        table.add_row(info.ref, kind, info.method or "—", info.base_model or "—", info.state)
+    out.print(table)
+    print("Use one with: tunedeck prompt --adapter REFERENCE …, or tunedeck export REFERENCE "
+          "--merge NAME", file=sys.stderr)
+    return 0
