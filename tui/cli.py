@@ -18,6 +18,12 @@ from engine.errors import TunedeckError
 COMMAND_MODULES = [
     "tui.commands.models",
     "tui.commands.doctor",
+    "tui.commands.data",
+    "tui.commands.prompt",
+    "tui.commands.ratings",
+    "tui.commands.train",
+    "tui.commands.export",
+    "tui.commands.eval",
 ]
 
 

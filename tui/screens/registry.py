@@ -29,4 +29,18 @@ SCREENS: list[ScreenEntry] = [
     ScreenEntry("home", "f1", "Home", "tui.screens.home", "HomeScreen",
                 "the active model and where to go next"),
     # -- screens --
+    ScreenEntry("playground", "f2", "Playground", "tui.screens.playground", "PlaygroundScreen",
+                "templates, strategies, live generation; compare side by side; history"),
+    ScreenEntry("data", "f3", "Data", "tui.screens.data", "DataScreen",
+                "open a dataset: problems by line, rows, token lengths, labels"),
+    ScreenEntry("train", "f4", "Train", "tui.screens.train", "TrainScreen",
+                "configure, check and launch a fine-tune"),
+    ScreenEntry("runs", "f5", "Runs", "tui.screens.runs", "RunsScreen",
+                "every run: live loss, samples, stop / resume"),
+    ScreenEntry("rate", "f6", "Rate", "tui.screens.rate", "RateScreen",
+                "judge completions and A/B pairs; export SFT / DPO / KTO data"),
+    ScreenEntry("evaluate", "f7", "Evaluate", "tui.screens.evaluate", "EvaluateScreen",
+                "prompting vs fine-tuning on held-out data: the matrix"),
+    ScreenEntry("models", "f8", "Models", "tui.screens.models", "ModelsScreen",
+                "models on this machine, exported ones too: choose the active one"),
 ]

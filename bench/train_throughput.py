@@ -1,0 +1,290 @@
+"""SFT throughput: tunedeck's fast path vs a plain `transformers.Trainer` + PEFT baseline.
+
+Same model, data, LoRA config, batch size and number of steps, side by side in one run; each
+variant trains in its own subprocess so peak memory is its own. Prints non-padding tokens/s,
+padding, peak memory (RSS), an MFU estimate against a measured fp32 matmul peak, the ratio, and
+QLoRA vs LoRA weight memory.
+
+    .venv/bin/python bench/train_throughput.py [--rows 200] [--steps 6] [--batch 8] [--max-len 256]
+
+The baseline: `Trainer` with its default random sampler, right padding to the longest row of each
+batch and the full LM head (logits at every position). Ours: `FastSFTTrainer` — length-sorted
+batches and the LM head only at trained (completion) positions. Both use fp32 on CPU.
+The first step of each run is warm-up and is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _dataset(tokenizer, rows: int, max_len: int):
+    from engine.training import data as tdata
+
+    convs = tdata.conversations(ROOT / "sample_data" / "text_to_sql", {}, "train", rows)
+    dataset, _ = tdata.build_dataset(tokenizer, convs, max_len)
+    return dataset
+
+
+def _pad_collator(pad_id: int):
+    import torch
+
+    def collate(rows):
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id)
+        labels = torch.full((len(rows), width), -100)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return collate
+
+
+class _Meter:
+    """Counts real and padded tokens per batch; times steps after the first."""
+
+    def __init__(self, collate):
+        self.collate = collate
+        self.tokens = self.padded = 0
+        self.timed_tokens = 0
+        self.counting = False
+
+    def __call__(self, rows):
+        batch = self.collate(rows)
+        real = int(batch["attention_mask"].sum())
+        self.tokens += real
+        self.padded += batch["attention_mask"].numel()
+        if self.counting:
+            self.timed_tokens += real
+        return batch
+
+
+def _timer_callback(meter):
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        t0 = None
+        t1 = None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 1:
+                self.t0 = time.perf_counter()
+                meter.counting = True
+            self.t1 = time.perf_counter()
+
+    return Timer()
+
+
+def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -> dict:
+    """One training run in this process; returns its measurements."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from engine import models
+    from engine.training.trainers import (
+        FastSFTTrainer,
+        cast_trainable_to_fp32,
+        keep_4bit_layout_trainable,
+    )
+
+    torch.manual_seed(0)
+    quant = "4bit" if variant == "ours-qlora" else None
+    loaded = models.load(None, quantize=quant)
+    model, tok = loaded.model, loaded.tokenizer
+    model.train()
+    dataset = _dataset(tok, rows, max_len)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    meter = _Meter(_pad_collator(tok.pad_token_id))
+    timer = _timer_callback(meter)
+    common = dict(output_dir="/tmp/tunedeck-bench", per_device_train_batch_size=batch,
+                  max_steps=steps, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
+                  report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+                  dataloader_num_workers=0, remove_unused_columns=False, optim="adamw_torch")
+    if variant == "baseline":
+        model = get_peft_model(model, lora)
+        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
+                          data_collator=meter, callbacks=[timer])
+    else:
+        from trl import SFTConfig
+
+        args = SFTConfig(**common, bf16=False, gradient_checkpointing=False, max_length=max_len,
+                         shuffle_dataset=False)
+        trainer = FastSFTTrainer(model=model, args=args, train_dataset=dataset,
+                                 processing_class=tok, peft_config=lora, data_collator=meter,
+                                 callbacks=[timer])
+        cast_trainable_to_fp32(trainer.model)
+        keep_4bit_layout_trainable(trainer.model)
+    trainer.train()
+    elapsed = (timer.t1 - timer.t0) if timer.t0 else float("nan")
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {"variant": variant, "tokens_per_s": meter.timed_tokens / elapsed,
+            "padding": 1 - meter.tokens / meter.padded, "timed_steps": steps - 1,
+            "params": models.count_parameters(loaded.model), "trainable": trainable}
+
+
+def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
+    """Forward+backward of the two paths alternated batch by batch in one process, on one LoRA
+    model: on a shared, busy machine the load drifts, and alternating cancels most of it.
+    Baseline: random batches, full logits, the model's own loss. Ours: length-sorted batches,
+    LM head only at trained positions (FastSFTTrainer.compute_loss)."""
+    import random
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from engine import models
+    from engine.training.trainers import FastSFTTrainer, LengthSortedBatchSampler
+
+    torch.manual_seed(0)
+    loaded = models.load(None)
+    tok = loaded.tokenizer
+    model = get_peft_model(loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                                    target_modules="all-linear",
+                                                    task_type="CAUSAL_LM"))
+    model.train()
+    dataset = _dataset(tok, rows, max_len)
+    collate = _pad_collator(tok.pad_token_id)
+    order = list(range(len(dataset)))
+    random.Random(0).shuffle(order)
+    random_batches = [collate([dataset[i] for i in order[k:k + batch]])
+                      for k in range(0, batch * rounds, batch)]
+    lengths = [len(x) for x in dataset["input_ids"]]
+    blocks = LengthSortedBatchSampler(lengths, batch, seed=0).blocks()[:rounds]
+    sorted_batches = [collate([dataset[i] for i in b]) for b in blocks]
+    fast_loss = FastSFTTrainer.compute_loss.__get__(_LossOnly(model))
+    totals = {"baseline": [0.0, 0], "ours": [0.0, 0]}
+    for step in range(rounds + 1):  # step 0 warms both paths up
+        for name, b in (("baseline", random_batches[step % rounds]),
+                        ("ours", sorted_batches[step % rounds])):
+            t = time.perf_counter()
+            loss = model(**b).loss if name == "baseline" else fast_loss(model, dict(b))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            if step:
+                totals[name][0] += time.perf_counter() - t
+                totals[name][1] += int(b["attention_mask"].sum())
+    return {k: n / s for k, (s, n) in totals.items()}
+
+
+class _LossOnly:
+    """The attributes FastSFTTrainer.compute_loss reads, without building a trainer."""
+
+    def __init__(self, model):
+        from types import SimpleNamespace
+
+        self.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
+        self.args = SimpleNamespace(average_tokens_across_devices=False)
+        self.tokens_seen = 0
+        from engine.training.trainers import FastSFTTrainer
+
+        self._head_and_decoder = FastSFTTrainer._head_and_decoder.__get__(self)
+
+
+def weight_bytes(quantize: str | None) -> int:
+    """Bytes held by the model's parameters and buffers (4-bit: packed weights + scales)."""
+    from engine import models
+
+    model = models.load(None, quantize=quantize).model
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    total += sum(b.numel() * b.element_size() for b in model.buffers())
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is not None:
+            total += qs.absmax.numel() * qs.absmax.element_size()
+            if getattr(qs, "state2", None) is not None:
+                total += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
+    return total
+
+
+def matmul_peak(n: int = 1024, repeat: int = 10) -> float:
+    """Measured fp32 matmul FLOP/s on this machine (the MFU denominator)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _child(variant: str, args: argparse.Namespace) -> dict:
+    """Run a variant in a subprocess; its peak RSS is measured by the OS (wait4)."""
+    cmd = [sys.executable, __file__, "--variant", variant, "--rows", str(args.rows),
+           "--steps", str(args.steps), "--batch", str(args.batch), "--max-len", str(args.max_len)]
+    out_path = Path(f"/tmp/tunedeck-bench-{variant}-{os.getpid()}.json")
+    proc = subprocess.Popen([*cmd, "--out", str(out_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0 or not out_path.exists():
+        raise SystemExit(f"{variant} failed (status {status}); rerun it alone: {' '.join(cmd)}")
+    result = json.loads(out_path.read_text())
+    out_path.unlink()
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--variant", choices=("baseline", "ours", "ours-qlora"))
+    parser.add_argument("--out")
+    parser.add_argument("--skip-qlora", action="store_true")
+    parser.add_argument("--interleaved", type=int, metavar="ROUNDS", default=0,
+                        help="only alternate the two loss paths batch by batch for ROUNDS rounds "
+                        "(robust on a busy machine)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.interleaved:
+        rates = interleaved(args.rows, args.batch, args.max_len, args.interleaved)
+        print(f"interleaved fwd+bwd, {args.interleaved} rounds: baseline "
+              f"{rates['baseline']:.1f} tokens/s, ours {rates['ours']:.1f} tokens/s, "
+              f"ratio {rates['ours'] / rates['baseline']:.2f}x")
+        return
+    if args.variant:
+        result = run_variant(args.variant, args.rows, args.steps, args.batch, args.max_len)
+        Path(args.out).write_text(json.dumps(result))
+        return
+
+    peak = matmul_peak()
+    variants = ["baseline", "ours"] + ([] if args.skip_qlora else ["ours-qlora"])
+    results = {v: _child(v, args) for v in variants}
+    print(f"SmolLM2-135M, LoRA r=16 all-linear, batch {args.batch}, max length {args.max_len}, "
+          f"{args.rows} text-to-SQL rows, {args.steps} steps ({args.steps - 1} timed), "
+          f"{os.cpu_count()} CPUs; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'variant':<12}{'tokens/s':>10}{'padding':>9}{'peak RSS':>11}{'MFU':>7}")
+    for name, r in results.items():
+        # Frozen base: forward 2N + backward through activations 2N + weight grads 2·trainable.
+        flops_per_token = 4 * r["params"] + 2 * r["trainable"]
+        mfu = r["tokens_per_s"] * flops_per_token / peak
+        print(f"{name:<12}{r['tokens_per_s']:>10.1f}{r['padding']:>8.0%}"
+              f"{r['peak_rss_mb']:>8.0f} MB{mfu:>7.1%}")
+    ratio = results["ours"]["tokens_per_s"] / results["baseline"]["tokens_per_s"]
+    print(f"ours / baseline: {ratio:.2f}x (target >= 2x)")
+    lora_w, qlora_w = weight_bytes(None), weight_bytes("4bit")
+    print(f"weights: LoRA (fp32) {lora_w / 2**20:.0f} MB, QLoRA (nf4) {qlora_w / 2**20:.0f} MB, "
+          f"ratio {qlora_w / lora_w:.2f} (target <= 0.35)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""A training run's configuration: a dataclass that round-trips through YAML, with `key=value`
+overrides from the command line (torchtune-style) and validation with messages a user can act on.
+
+Nothing here imports torch; the one device check (4-bit available?) is imported lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+METHODS = ("full", "lora", "qlora", "dora", "dpo", "kto")
+SFT_METHODS = ("full", "lora", "qlora", "dora")
+QUANT_TYPES = ("nf4", "fp4")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau")
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit",
+              "paged_adamw_32bit", "adafactor", "sgd")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "smollm2-135m-instruct"
+    dataset: str = "sample_data/text_to_sql"  # file or folder with train/validation/test.jsonl
+    eval_dataset: str | None = None  # default: the folder's validation split
+    mapping: dict[str, str] = field(default_factory=dict)  # column mapping {"question": "prompt"}
+    method: str = "qlora"  # full | lora | qlora | dora | dpo | kto (preference.py)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    optimizer: str = "auto"  # auto → paged_adamw_8bit on CUDA, adamw_torch elsewhere
+    learning_rate: float = 2e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 256
+    packing: bool = False
+    completion_only_loss: bool = True
+    eval_every: int = 0
+    sample_every: int = 0
+    sample_k: int = 2
+    save_every: int = 0
+    seed: int = 42
+    name: str = ""
+    limit: int | None = None  # first N train rows
+    # Preference training (method dpo / kto, engine/training/preference.py):
+    adapter: str | None = None  # start from this SFT adapter (run id or adapter folder)
+    beta: float = 0.1  # DPO/KTO: how far the policy may move from the reference model
+
+    # ------------------------------------------------------------------ (de)serialising
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings, got {type(d).__name__}.")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}. "
+                f"Known settings: {', '.join(known)}."
+            )
+        hints = typing.get_type_hints(cls)
+        values = {k: _coerce(k, v, hints[k], source) for k, v in d.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        import yaml
+
+        path = Path(path).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config ({err.strerror or err}).") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}).") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def with_overrides(self, overrides: list[str]) -> TrainConfig:
+        """A copy with ``key=value`` overrides applied (values parsed as YAML scalars)."""
+        import yaml
+
+        data = self.to_dict()
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ConfigError(f"override {item!r}: write it as key=value, e.g. max_steps=20.")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            data[key] = value
+        return type(self).from_dict(data, source="overrides")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def quantized(self) -> bool:
+        return self.method == "qlora"
+
+    @property
+    def uses_peft(self) -> bool:
+        return self.method in ("lora", "qlora", "dora")
+
+    def dataset_path(self) -> Path:
+        return resolve_data_path(self.dataset)
+
+    def eval_dataset_path(self) -> Path | None:
+        return resolve_data_path(self.eval_dataset) if self.eval_dataset else None
+
+    def resolved(self) -> TrainConfig:
+        """Dataset paths made absolute, so the saved config reproduces from any directory."""
+        data = self.to_dict()
+        data["dataset"] = str(self.dataset_path())
+        if self.eval_dataset:
+            data["eval_dataset"] = str(self.eval_dataset_path())
+        return type(self).from_dict(data)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, device_checks: bool = True) -> None:
+        """Raise `ConfigError` naming the field and the fix. `device_checks=False` skips the
+        (slow: imports bitsandbytes) probe of 4-bit support on this machine."""
+        problems: list[str] = []
+        if self.method not in METHODS:
+            problems.append(f"method: {self.method!r} is not one of {', '.join(METHODS)}.")
+        elif self.method not in SFT_METHODS and self.beta <= 0:
+            problems.append(f"beta: must be positive for {self.method} (got {self.beta}).")
+        if self.method == "kto" and self.batch_size < 2:
+            problems.append("batch_size: KTO needs at least 2 (its KL estimate pairs answers "
+                            "within a batch); raise batch_size, lower grad_accum to compensate.")
+        if self.quant_type not in QUANT_TYPES:
+            problems.append(f"quant_type: {self.quant_type!r} must be nf4 or fp4.")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer: {self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}.")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler: {self.scheduler!r} must be one of {', '.join(SCHEDULERS)}.")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "sample_k"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be at least 1 (got {getattr(self, name)}).")
+        for name in ("eval_every", "sample_every", "save_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}: must be 0 (off) or a number of steps (got {getattr(self, name)}).")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout: must be in [0, 1) (got {self.lora_dropout}).")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio}).")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate: must be positive (got {self.learning_rate}).")
+        if self.max_steps == 0 or self.max_steps < -1:
+            problems.append("max_steps: a positive number of steps, or -1 to train for `epochs`.")
+        if self.max_steps == -1 and self.epochs <= 0:
+            problems.append("epochs: must be positive when max_steps is -1.")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit: a positive number of training rows or null (got {self.limit}).")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            problems.append("target_modules: give module names or 'all-linear'.")
+        for key, value in self.mapping.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                problems.append(f"mapping: {key!r}: {value!r} must map a column name to a field name.")
+        try:
+            self.dataset_path()
+        except ConfigError as err:
+            problems.append(str(err))
+        if self.eval_dataset:
+            try:
+                self.eval_dataset_path()
+            except ConfigError as err:
+                problems.append(str(err))
+        if self.adapter and self.method not in SFT_METHODS:
+            from engine.training.preference import resolve_adapter
+
+            try:
+                resolve_adapter(self.adapter)
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:
+            raise ConfigError("Invalid training config:\n  - " + "\n  - ".join(problems))
+        if device_checks and self.method == "qlora":
+            from engine import models
+
+            ok, reason = models.probe_4bit()
+            if not ok:
+                raise ConfigError(
+                    f"method: qlora needs 4-bit weights (bitsandbytes), which do not work on this "
+                    f"device: {reason}. Use method=lora instead."
+                )
+
+
+def resolve_data_path(value: str) -> Path:
+    """A dataset path as given, else relative to the project (where sample_data/ lives)."""
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PROJECT_ROOT / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    raise ConfigError(f"dataset: {value} does not exist (looked in {', '.join(map(str, candidates))}). "
+                      "Give a .jsonl file or a folder with train.jsonl / validation.jsonl.")
+
+
+def example_configs() -> list[Path]:
+    """The example configs shipped with the project (configs/*.yaml)."""
+    if not CONFIGS_DIR.is_dir():
+        return []
+    return sorted(CONFIGS_DIR.glob("*.yaml"))
+
+
+# --------------------------------------------------------------------------- type coercion
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return origin.__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    """Check `value` against the annotation; ints are accepted for floats (YAML writes 1 not 1.0)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg, source)
+            except ConfigError:
+                continue
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 2e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key in ("name",):
+            return str(value)
+    elif origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, list):
+            return [_coerce(key, v, item, source) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+    elif tp is Any:
+        return value
+    raise ConfigError(
+        f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+    )

@@ -1,0 +1,263 @@
+"""Pre-flight: what a run will train on and roughly what it will cost, before it starts.
+
+Tokenizes the training rows exactly as the runner does (engine.training.data), shows one
+example's tokens with their trained / masked labels, and fails loudly on the classic silent
+failures: every label masked, completions without EOS, pad == eos masking the real EOS, a doubled
+BOS. Parameters come from the model built on the meta device (no weights are read), so the
+numbers are right for any size of model.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import TunedeckError
+from engine.training.config import TrainConfig
+
+# Non-padding tokens/s of the fast SFT path for a 135M model on this kind of 2-core CPU
+# (DESIGN.md, bench/train_throughput.py); scaled by parameter count for other models.
+CPU_TOKENS_PER_S = {"lora": 140.0, "dora": 100.0, "qlora": 120.0, "full": 90.0}
+CPU_REFERENCE_PARAMS = 135e6
+
+
+@dataclass
+class PreflightReport:
+    ok: bool
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    example_tokens: list[tuple[str, bool]] = field(default_factory=list)
+    trainable_params: int = 0
+    total_params: int = 0
+    memory_estimate_mb: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    est_seconds: float | None = None
+    train_rows: int = 0
+    eval_rows: int = 0
+    device: str = ""
+    mean_tokens: float = 0.0
+    padding_ratio: float = 0.0
+
+    def text(self, max_tokens: int = 400) -> str:
+        """Plain text (CLI --dry-run). Trained tokens are wrapped in [[ ]]."""
+        lines = [f"Pre-flight: {'OK' if self.ok else 'FAILED'}"]
+        lines += [f"  error: {e}" for e in self.errors]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines.append(f"Rows: {self.train_rows} train, {self.eval_rows} eval; "
+                     f"{self.mean_tokens:.0f} tokens per row on average; device {self.device}")
+        pct = 100 * self.trainable_params / self.total_params if self.total_params else 0
+        lines.append(f"Parameters: {self.trainable_params:,} trainable of {self.total_params:,} "
+                     f"({pct:.2f}%)")
+        if self.memory_estimate_mb:
+            parts = ", ".join(f"{k} {v:,.0f} MB" for k, v in self.memory_estimate_mb.items())
+            lines.append(f"Memory (estimate): {parts}")
+        eta = f"~{_duration(self.est_seconds)}" if self.est_seconds else "unknown on this device"
+        lines.append(f"Steps: {self.steps}; time {eta}")
+        if self.example_tokens:
+            lines.append("Example (trained tokens in [[ ]], the rest is masked):")
+            shown = self.example_tokens[:max_tokens]
+            text = ""
+            for tok, trained in shown:
+                text += f"[[{tok}]]" if trained else tok
+            if len(self.example_tokens) > max_tokens:
+                text += f" … ({len(self.example_tokens) - max_tokens} more tokens)"
+            lines += ["  " + line for line in text.splitlines() or [""]]
+        return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None) -> PreflightReport:
+    """Check a config and its data. Never raises for a problem the report can name."""
+    if config.method in ("dpo", "kto"):  # preference data has its own shape
+        from engine.training.preference import preflight_preference
+
+        return preflight_preference(config, progress)
+    report = PreflightReport(ok=False)
+    say = progress or (lambda _msg: None)
+    try:
+        config.validate()
+    except TunedeckError as err:
+        report.errors.append(str(err))
+        return report
+    from engine import models
+    from engine.training import data as tdata
+    from engine.training.runner import load_conversations
+
+    try:
+        say("Loading the tokenizer…")
+        tokenizer = models.load_tokenizer(config.model)
+        say("Reading the data…")
+        train_convs, eval_convs = load_conversations(config)
+    except TunedeckError as err:
+        report.errors.append(str(err))
+        return report
+    report.train_rows, report.eval_rows = len(train_convs), len(eval_convs)
+    report.device = models.device_policy().device
+
+    say("Tokenizing…")
+    rows = [tdata.tokenize(tokenizer, c, config.max_seq_len, config.completion_only_loss)
+            for c in train_convs]
+    _check_rows(report, tokenizer, rows, config)
+    if rows:
+        ex = rows[0]
+        report.example_tokens = [(tokenizer.decode([i]), label != tdata.IGNORE)
+                                 for i, label in zip(ex["input_ids"], ex["labels"], strict=True)]
+    trained_rows = [r for r in rows if any(label != tdata.IGNORE for label in r["labels"])]
+    lengths = [len(r["input_ids"]) for r in trained_rows]
+    report.mean_tokens = sum(lengths) / len(lengths) if lengths else 0.0
+    per_step = config.batch_size * config.grad_accum
+    if config.max_steps > 0:
+        report.steps = config.max_steps
+    else:
+        report.steps = max(1, math.ceil(len(trained_rows) / per_step * config.epochs))
+
+    say("Counting parameters…")
+    try:
+        trainable, total, shape = _parameters(config)
+        report.trainable_params, report.total_params = trainable, total
+        completion_tokens = _mean_trained(trained_rows)
+        report.memory_estimate_mb = _memory(config, report.device, total, trainable, shape,
+                                            report.mean_tokens, completion_tokens)
+    except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
+        report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
+    if report.device == "cpu" and report.total_params:
+        rate = CPU_TOKENS_PER_S.get(config.method, 100.0) * CPU_REFERENCE_PARAMS / max(
+            report.total_params, 1)
+        step_tokens = report.mean_tokens * per_step
+        report.est_seconds = report.steps * step_tokens / rate
+    report.ok = not report.errors
+    return report
+
+
+def _mean_trained(rows: list[dict[str, list[int]]]) -> float:
+    if not rows:
+        return 0.0
+    return sum(sum(1 for label in r["labels"] if label != -100) for r in rows) / len(rows)
+
+
+def _check_rows(report: PreflightReport, tokenizer: Any, rows: list[dict[str, list[int]]],
+                config: TrainConfig) -> None:
+    from engine.training.data import IGNORE
+
+    if not rows:
+        report.errors.append("No training rows.")
+        return
+    masked = [i for i, r in enumerate(rows) if all(label == IGNORE for label in r["labels"])]
+    if len(masked) == len(rows):
+        report.errors.append(
+            f"Every label is masked in all {len(rows)} rows: nothing would be trained. The "
+            f"prompts are longer than max_seq_len={config.max_seq_len}, or the completions are "
+            "empty. Raise max_seq_len or check the column mapping.")
+        return
+    if masked:
+        report.warnings.append(
+            f"{len(masked)} of {len(rows)} rows have every label masked (prompt longer than "
+            f"max_seq_len={config.max_seq_len}) and will be skipped.")
+    eos = tokenizer.eos_token_id
+    no_eos = [i for i, r in enumerate(rows) if i not in set(masked)
+              and (not r["labels"] or r["labels"][-1] != eos)]
+    if eos is None:
+        report.errors.append("The tokenizer has no EOS token: a tuned model would never stop.")
+    elif len(no_eos) == len(rows) - len(masked):
+        report.errors.append(
+            f"No completion ends with a trained EOS ({tokenizer.eos_token!r}): the tuned model "
+            "would never learn to stop. Check the chat template, or raise max_seq_len if "
+            "completions are cut.")
+    elif no_eos:
+        report.warnings.append(
+            f"{len(no_eos)} rows are cut by max_seq_len={config.max_seq_len} before their EOS; "
+            "raise max_seq_len to keep their endings.")
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == eos:
+        # Labels come from the completion mask, not from `input_ids != pad`, so the EOS is kept;
+        # the check above proves it on the data itself.
+        if no_eos and len(no_eos) == len(rows) - len(masked):
+            report.errors.append(f"pad == eos ({tokenizer.eos_token!r}) and the EOS is masked.")
+        else:
+            report.warnings.append(
+                f"pad == eos ({tokenizer.eos_token!r}); labels come from the completion mask, "
+                "so the real EOS stays trained (checked on the data).")
+    bos = tokenizer.bos_token_id
+    doubled = [i for i, r in enumerate(rows)
+               if bos is not None and len(r["input_ids"]) > 1
+               and r["input_ids"][0] == bos and r["input_ids"][1] == bos]
+    if doubled:
+        report.errors.append(f"{len(doubled)} rows start with a doubled BOS ({tokenizer.bos_token!r}).")
+    if not config.completion_only_loss:
+        report.warnings.append("completion_only_loss is off: the prompt tokens are trained too.")
+    if config.packing:
+        report.warnings.append(
+            "packing is not used: without flash attention packed rows would attend to each other. "
+            "Batches are length-sorted instead, which leaves little padding.")
+
+
+def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
+    """(trainable, total, shape) from the model built on the meta device (no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine import models
+    from engine.training.runner import peft_config
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    folder = models.local_folder(config.model)
+    hf_config = AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    linear = sum(m.weight.numel() for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
+    total = sum(p.numel() for p in model.parameters())
+    shape = {"linear": linear, "hidden": getattr(hf_config, "hidden_size", 0),
+             "layers": getattr(hf_config, "num_hidden_layers", 0),
+             "vocab": getattr(hf_config, "vocab_size", 0),
+             "heads": getattr(hf_config, "num_attention_heads", 0)}
+    lora = peft_config(config)
+    if lora is None:
+        return total, total, shape
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    return trainable, total, shape
+
+
+def _memory(config: TrainConfig, device: str, total: int, trainable: int, shape: dict[str, int],
+            mean_tokens: float, completion_tokens: float) -> dict[str, float]:
+    """A rough budget in MB: weights by method, optimizer (+ gradients), activations."""
+    on_gpu = device == "cuda"
+    dtype_bytes = 2 if on_gpu or device == "mps" else 4
+    mb = 2**20
+    if config.quantized:
+        # nf4: half a byte per linear weight plus block scales; embeddings stay in full dtype.
+        per = 0.5 + (0.127 / 8 if config.double_quant else 4 / 64)
+        weights = shape["linear"] * per + (total - shape["linear"]) * dtype_bytes
+    else:
+        weights = total * dtype_bytes
+    optim = "paged_adamw_8bit" if config.optimizer == "auto" and on_gpu else config.optimizer
+    state_bytes = 2 if "8bit" in optim else 8
+    grad_bytes = 4 if config.uses_peft else dtype_bytes
+    optimizer = trainable * (state_bytes + grad_bytes)
+    b, s = config.batch_size, min(mean_tokens * 1.05, config.max_seq_len)
+    h, layers, heads = shape["hidden"] or 1, shape["layers"] or 1, shape["heads"] or 1
+    # Korthikanti et al.: ~34·s·b·h + 5·a·s²·b bytes per layer at 16-bit; 2·s·b·h with
+    # checkpointing. fp32 doubles it. Logits only at trained positions (the fast path).
+    if on_gpu:
+        per_layer = 2 * s * b * h * dtype_bytes / 2
+    else:
+        per_layer = (34 * s * b * h + 5 * heads * s * s * b) * dtype_bytes / 2
+    logits = b * max(completion_tokens, 1) * shape["vocab"] * 4 * 3
+    activations = per_layer * layers + logits
+    out = {"weights": weights / mb, "optimizer": optimizer / mb, "activations": activations / mb}
+    out["total"] = sum(out.values())
+    return out

@@ -1,0 +1,264 @@
+"""The training process: ``python -m engine.training RUN_DIR``.
+
+It reads RUN_DIR/config.yaml, trains with the fast SFT trainer (TRL + PEFT + bitsandbytes) and
+talks only through the run directory: status.json, events.jsonl, checkpoints/, adapter/. When
+checkpoints exist it resumes from the newest (optimizer, scheduler and RNG included) and appends
+to the same events file. SIGTERM → checkpoint → "stopped". Any failure → "failed" with the
+error, and for out-of-memory with concrete advice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from engine.errors import TunedeckError
+from engine.training.config import TrainConfig
+from engine.training.rundir import RunDir
+
+OOM_ADVICE = (
+    "Out of memory. Try, in this order: a smaller batch_size with a larger grad_accum (same "
+    "effective batch), method=qlora (4-bit weights), gradient checkpointing (on by default on "
+    "CUDA), a shorter max_seq_len."
+)
+
+
+def is_oom(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}".lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "outofmemory" in text \
+        or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
+def optimizer_name(config: TrainConfig, device: str) -> str:
+    if config.optimizer != "auto":
+        return config.optimizer
+    return "paged_adamw_8bit" if device == "cuda" else "adamw_torch"
+
+
+def load_model(config: TrainConfig, progress: Any = None) -> Any:
+    """The base model for the method: 4-bit for QLoRA, the device dtype otherwise."""
+    from engine import models
+
+    return models.load(config.model, quantize="4bit" if config.quantized else None,
+                       quant_type=config.quant_type, double_quant=config.double_quant,
+                       progress=progress)
+
+
+def peft_config(config: TrainConfig) -> Any:
+    if not config.uses_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.target_modules,
+                      use_dora=config.method == "dora", bias="none", task_type="CAUSAL_LM")
+
+
+def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,
+             has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    on_gpu = device == "cuda"
+    eval_every = config.eval_every if has_eval else 0
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,  # < 1: a fraction of the steps
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        optim=optimizer_name(config, device),
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_every else "no",
+        eval_steps=eval_every or None,
+        save_strategy="steps" if config.save_every else "no",
+        save_steps=config.save_every or 500,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        # On CPU: fp32 compute and no gradient checkpointing (bf16 is 16-26x slower here, and
+        # checkpointing trades speed for memory a 135M model does not need).
+        bf16=on_gpu and dtype_name == "bfloat16",
+        fp16=on_gpu and dtype_name == "float16",
+        gradient_checkpointing=on_gpu,
+        use_cpu=device == "cpu",
+        max_length=config.max_seq_len,
+        packing=False,
+        shuffle_dataset=False,
+        completion_only_loss=config.completion_only_loss,
+        dataset_num_proc=None,
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+    )
+
+
+def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list[Any],
+                  convs: tuple[list[Any], list[Any]] | None = None) -> tuple[Any, Any, Any]:
+    """(trainer, train dataset, eval dataset) for a config and a loaded model."""
+    from engine.training import data as tdata
+    from engine.training.trainers import (
+        FastSFTTrainer,
+        cast_trainable_to_fp32,
+        keep_4bit_layout_trainable,
+    )
+
+    tokenizer = loaded.tokenizer
+    train_convs, eval_convs = convs or load_conversations(config)
+    train_ds, _ = tdata.build_dataset(tokenizer, train_convs, config.max_seq_len,
+                                      config.completion_only_loss)
+    if len(train_ds) == 0:
+        raise TunedeckError("Every training example has all labels masked (prompts longer than "
+                            "max_seq_len?). Raise max_seq_len or shorten the prompts.")
+    eval_ds = None
+    if eval_convs and config.eval_every:
+        eval_ds, _ = tdata.build_dataset(tokenizer, eval_convs, config.max_seq_len,
+                                         config.completion_only_loss)
+    args = sft_args(config, run.checkpoints_dir, loaded.info.device, loaded.info.dtype,
+                    eval_ds is not None)
+    model = loaded.model
+    model.train()
+    if not config.uses_peft:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    trainer = FastSFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=tokenizer, peft_config=peft_config(config),
+                             callbacks=callbacks)
+    if loaded.info.device == "cpu":
+        cast_trainable_to_fp32(trainer.model)
+        keep_4bit_layout_trainable(trainer.model)
+    return trainer, train_ds, eval_ds
+
+
+def load_conversations(config: TrainConfig) -> tuple[list[Any], list[Any]]:
+    """Train conversations (first `limit`) and evaluation conversations."""
+    from engine.training import data as tdata
+
+    path = config.dataset_path()
+    train = tdata.conversations(path, config.mapping, "train", config.limit)
+    if config.eval_dataset:
+        eval_path = config.eval_dataset_path()
+        assert eval_path is not None
+        evals = tdata.conversations(eval_path, config.mapping,
+                                    "validation" if eval_path.is_dir() else "train")
+    else:
+        evals = tdata.conversations(path, config.mapping, "validation") if path.is_dir() else []
+    if not train:
+        raise TunedeckError(f"{path}: no training examples found.")
+    return train, evals
+
+
+def train(run: RunDir, stop_flag: Any) -> str:
+    """Train the run to its end, a stop request or a failure; returns the final state."""
+    from engine.training.callbacks import RunEventsCallback
+
+    config = TrainConfig.from_yaml(run.config_path)
+    config.validate(device_checks=False)
+    if config.method in ("dpo", "kto"):  # preference training: engine/training/preference.py
+        from engine.training.preference import train_preference
+
+        return train_preference(run, stop_flag, config)
+    resume_from = run.latest_checkpoint()
+    log(f"loading {config.model} ({config.method})")
+    loaded = load_model(config, progress=log)
+    convs = load_conversations(config)
+    callback = RunEventsCallback(run, stop_flag, loaded.tokenizer,
+                                 convs[1][: config.sample_k] if config.sample_every else [],
+                                 config.sample_every)
+    trainer, train_ds, _ = build_trainer(config, run, loaded, [callback], convs)
+    callback.trainer = trainer
+    current = run.read_status().get("state")
+    run.write_status(current if current == "stopping" else "starting",
+                     train_rows=len(train_ds), device=loaded.info.device)
+    if stop_flag.is_set():
+        return "stopped"
+    if resume_from is not None:
+        log(f"resuming from {resume_from.name}")
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if callback.stopped_by_request or stop_flag.is_set():
+        return "stopped"
+    final = run.adapter_dir if config.uses_peft else run.path / "model"
+    trainer.save_model(str(final))
+    loaded.tokenizer.save_pretrained(str(final))
+    return "done"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def is_main_process() -> bool:
+    """Under `accelerate launch` only rank 0 writes the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _ReadOnlyRun(RunDir):
+    """The run directory as non-zero ranks see it: they read, never write."""
+
+    def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
+        return self.read_status()
+
+    def append_event(self, type: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type, **fields}
+
+    def repair_events(self) -> None:
+        pass
+
+
+def main(run_dir: str | Path) -> int:
+    from engine.training.callbacks import StopFlag
+
+    path = Path(run_dir).resolve()
+    run = RunDir(path) if is_main_process() else _ReadOnlyRun(path)
+    if not run.config_path.is_file():
+        print(f"{run.path}: no config.yaml, not a run directory.", file=sys.stderr)
+        return 2
+    stop_flag = StopFlag()
+    stop_flag.install()
+    try:
+        return _run(run, stop_flag)
+    finally:
+        stop_flag.uninstall()
+
+
+def _run(run: RunDir, stop_flag: Any) -> int:
+    # Library deprecation chatter would bury the lines that matter in train.log.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    run.repair_events()
+    run.write_status("starting", pid=os.getpid(), error=None)
+    try:
+        state = train(run, stop_flag)
+    except BaseException as err:  # the state must say "failed" whatever broke
+        traceback.print_exc()
+        if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and not err.code):
+            state, message = "stopped", None
+        else:
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            message = f"{OOM_ADVICE} ({type(err).__name__}: {first})" if is_oom(err) \
+                else describe(err)
+            state = "failed"
+        run.write_status(state, error=message, pid=os.getpid())
+        run.append_event("state", state=state, **({"error": message} if message else {}))
+        log(f"{state}: {message}" if message else state)
+        return 1 if state == "failed" else 0
+    run.write_status(state, error=None, pid=os.getpid(), finished=time.time())
+    run.append_event("state", state=state)
+    log(state)
+    return 0
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, TunedeckError):
+        return str(err)
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''} (see train.log)"

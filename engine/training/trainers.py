@@ -1,0 +1,152 @@
+"""The fast SFT path: TRL's `SFTTrainer` with two changes that matter on small hardware.
+
+1. Batches are cut from the length-sorted dataset (batch order shuffled per epoch), so a batch
+   holds sequences of nearly equal length and padding falls from ~36% to ~2%.
+2. The LM head runs only where a label is trained: the decoder's hidden states are gathered at
+   those positions and projected there. With completion-only loss the prompt and padding
+   positions never reach the 49k-wide vocabulary projection.
+
+Measured on a 2-core CPU (DESIGN.md): `Trainer` 73.6 tokens/s, this path 144 (≈2×). Everything
+else — callbacks, checkpoints, resume, evaluation — is the trainer's own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+from trl import SFTTrainer
+
+IGNORE = -100
+
+
+class LengthSortedBatchSampler(Sampler[int]):
+    """Indices such that every consecutive `batch_size` block is a run of similar lengths.
+
+    The dataloader cuts batches from consecutive indices, so sorting by length and shuffling
+    whole blocks gives near padding-free batches while keeping the batch order random. The order
+    is a function of (seed, epoch) alone, so resuming mid-epoch replays the same batches.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+        self.lengths = list(lengths)
+        self.batch_size = max(1, batch_size)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def blocks(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1000003 + self.epoch)
+        # Ties broken randomly so equal-length rows do not always travel together.
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
+        blocks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng.shuffle(blocks)
+        return blocks
+
+    def __iter__(self) -> Iterator[int]:
+        for block in self.blocks():
+            yield from block
+
+
+class FastSFTTrainer(SFTTrainer):
+    """`SFTTrainer` with length-sorted batches and the LM head computed only at loss positions."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # compute_loss divides by the trained-token count of the whole accumulated batch, which
+        # the trainer counts only for models it believes take loss kwargs: so it is told so, and
+        # told not to divide by the accumulation steps again.
+        self.model_accepts_loss_kwargs = True
+        self.loss_is_scaled_for_ga = True
+        self.tokens_seen = 0  # non-padding tokens trained on (read by the event callback)
+
+    # ------------------------------------------------------------------ batching
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if dataset is None or not hasattr(dataset, "__len__") or "input_ids" not in getattr(
+                dataset, "column_names", []):
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return LengthSortedBatchSampler(lengths, self.args.train_batch_size, self.args.seed)
+
+    # ------------------------------------------------------------------ loss
+    def _head_and_decoder(self, model: Any) -> tuple[Any, Any] | None:
+        inner = self.accelerator.unwrap_model(model)
+        if inner is not model:
+            # Wrapped for distributed training: the wrapper's forward must run (gradient sync).
+            return None
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        get_decoder = getattr(inner, "get_decoder", None)
+        head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+        decoder = get_decoder() if get_decoder else None
+        if decoder is None or head is None or decoder is inner:
+            return None
+        return decoder, head
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        labels = inputs.get("labels")
+        if return_outputs or labels is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        model_inputs = {k: v for k, v in inputs.items()
+                        if k in ("input_ids", "attention_mask", "position_ids")}
+        parts = self._head_and_decoder(model)
+        if parts is not None:
+            decoder, head = parts
+            hidden = decoder(**model_inputs, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep])
+        else:
+            # Through the wrapper: ask for logits only at the union of the batch's loss positions.
+            positions = keep.any(dim=0).nonzero().flatten()
+            out = model(**model_inputs, use_cache=False, logits_to_keep=positions)
+            logits = out.logits[keep[:, positions]]
+            targets = targets[:, positions]
+            keep = keep[:, positions]
+        loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+        loss = loss_sum / torch.as_tensor(count, device=loss_sum.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        if model.training and "attention_mask" in inputs:
+            self.tokens_seen += int(inputs["attention_mask"].sum())
+        return loss
+
+
+def cast_trainable_to_fp32(model: Any) -> int:
+    """TRL casts QLoRA adapters to bf16; on a CPU without fast bf16 that halves the speed
+    (30.9 → 58.5 tokens/s measured), so trainable parameters go back to fp32. Returns how many."""
+    n = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            n += 1
+    return n
+
+
+def keep_4bit_layout_trainable(model: Any) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for fast CPU inference.
+
+    On CPUs with AVX512-BF16, a `Linear4bit` forward in eval mode (sample generation, evaluation)
+    converts its weight in place to a CPU inference layout whose kernel has no autograd: training
+    after that backpropagates through it without a gradient formula ("gemv_4bit: an autograd
+    kernel was not registered"), silently breaking the LoRA gradients of the layers below.
+    Returns how many layers were switched off.
+    """
+    n = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n

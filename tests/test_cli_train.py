@@ -1,0 +1,85 @@
+"""`tunedeck train / runs / stop / resume` through the real command line entry point."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.cli import main
+
+SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
+
+
+def _config(tmp_path, model_dir, **extra) -> Path:
+    lines = {"model": str(model_dir), "dataset": str(SENTIMENT), "method": "lora",
+             "limit": 12, "batch_size": 2, "max_seq_len": 96, "max_steps": 3, **extra}
+    path = tmp_path / "run.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    return path
+
+
+def test_train_without_config_lists_the_examples(capsys):
+    assert main(["train"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sql-qlora.yaml", "sentiment-lora.yaml", "arithmetic-full.yaml"):
+        assert name in out
+    assert "qlora on sample_data/text_to_sql" in out
+
+
+def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: lora\nlearning_rat: 1\n")
+    assert main(["train", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tunedeck: ") and "learning_rat" in err and "Traceback" not in err
+
+
+def test_dry_run_prints_the_preflight(tmp_path, tiny_model_dir, capsys):
+    assert main(["train", str(_config(tmp_path, tiny_model_dir)), "max_seq_len=128",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Pre-flight: OK" in out and "[[<|im_end|>]]" in out and "Steps: 3" in out
+    assert not list(Path(tmp_path / "home").glob("runs/*"))  # nothing started
+
+
+def test_accelerate_command_is_one_accelerate_accepts(tmp_path, capsys):
+    from accelerate.commands.launch import launch_command_parser
+
+    from engine.training.launch import accelerate_command
+
+    cmd = accelerate_command(tmp_path / "run", 2)
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    args = launch_command_parser().parse_args(cmd[3:])
+    assert args.num_processes == 2 and args.module and args.training_script == "engine.training"
+    assert args.training_script_args == [str(tmp_path / "run")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_detaches_then_runs_watch_show_stop_resume(tmp_path, tiny_model_dir, capsys):
+    started = time.monotonic()
+    assert main(["train", str(_config(tmp_path, tiny_model_dir)), "name=cli"]) == 0
+    out = capsys.readouterr().out
+    run_id = out.split("Started run ", 1)[1].split()[0]
+    assert f"tunedeck runs watch {run_id}" in out
+    from engine.training.rundir import open_run
+
+    run = open_run(run_id)
+    # Returned while the runner was still starting (its imports alone take seconds).
+    assert run.read_status()["state"] in ("starting", "running")
+    assert main(["runs", "watch", run_id]) == 0  # follows until the run ends
+    watched = capsys.readouterr().out
+    assert "step     3  loss" in watched and f"Run {run_id}: done" in watched
+    assert time.monotonic() - started < 590
+
+    assert main(["runs"]) == 0
+    listed = capsys.readouterr().out
+    assert "done" in listed and "3/3" in listed
+    assert main(["runs", "show", "cli"]) == 0  # a unique part of the id is enough
+    assert "adapter:" in capsys.readouterr().out
+    assert main(["stop", run_id]) == 1
+    assert "not running" in capsys.readouterr().out
+    assert main(["resume", run_id]) == 1
+    assert "checkpoint" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""Training config: YAML round trip, overrides, validation messages, the shipped examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.training.config import TrainConfig, example_configs
+
+
+def test_yaml_round_trip_keeps_every_field(tmp_path):
+    cfg = TrainConfig(method="lora", lora_r=8, target_modules=["q_proj", "v_proj"],
+                      mapping={"question": "prompt"}, limit=20, learning_rate=1e-4)
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert TrainConfig.from_yaml(path) == cfg
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: lora\nlora_rank: 8\n")
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_yaml(path)
+    assert "lora_rank" in str(err.value) and str(path) in str(err.value)
+    assert "lora_r" in str(err.value)  # the known settings are listed
+
+
+def test_wrong_type_is_reported_with_the_expected_type(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_size: eight\n")
+    with pytest.raises(ConfigError, match="batch_size must be int"):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_float_written_without_dot_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 2e-4\nepochs: 2\n")  # YAML reads 2e-4 as a string
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.learning_rate == pytest.approx(2e-4) and cfg.epochs == 2.0
+
+
+def test_overrides_parse_values_and_reject_bad_ones():
+    cfg = TrainConfig().with_overrides(["lora_r=8", "max_steps=20", "packing=true",
+                                        "target_modules=[q_proj, v_proj]", "limit=null"])
+    assert (cfg.lora_r, cfg.max_steps, cfg.packing) == (8, 20, True)
+    assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.limit is None
+    with pytest.raises(ConfigError, match="key=value"):
+        TrainConfig().with_overrides(["max_steps"])
+    with pytest.raises(ConfigError, match="nope"):
+        TrainConfig().with_overrides(["nope=1"])
+
+
+def test_validate_lists_every_problem():
+    cfg = TrainConfig(method="sft", quant_type="int3", batch_size=0, lora_dropout=1.5,
+                      dataset="no/such/folder")
+    with pytest.raises(ConfigError) as err:
+        cfg.validate(device_checks=False)
+    text = str(err.value)
+    for fragment in ("method", "quant_type", "batch_size", "lora_dropout", "no/such/folder"):
+        assert fragment in text
+
+
+def test_qlora_without_4bit_gives_the_reason(monkeypatch):
+    from engine import models
+
+    monkeypatch.setattr(models, "probe_4bit", lambda device=None: (False, "no CUDA library"))
+    with pytest.raises(ConfigError, match="no CUDA library.*method=lora"):
+        TrainConfig(method="qlora", dataset="sample_data/sentiment").validate()
+
+
+def test_example_configs_load_validate_and_are_small():
+    found = {p.stem: TrainConfig.from_yaml(p) for p in example_configs()}
+    assert {"sql-qlora", "sentiment-lora", "arithmetic-full"} <= set(found)
+    assert {c.method for c in found.values()} >= {"qlora", "lora", "full"}
+    for cfg in found.values():
+        cfg.validate(device_checks=False)
+        # Bounded so each finishes in minutes on a 2-core CPU.
+        assert 0 < cfg.max_steps <= 60 and cfg.max_seq_len <= 256
+
+
+def test_resolved_config_has_absolute_dataset_path():
+    cfg = TrainConfig(dataset="sample_data/sentiment").resolved()
+    assert cfg.dataset.startswith("/") and cfg.dataset.endswith("sample_data/sentiment")
+
+
+def test_out_of_memory_fails_the_run_with_concrete_advice(monkeypatch):
+    from engine.training import launch, runner
+
+    def oom(run, stop_flag):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runner, "train", oom)
+    run = launch.create_run(TrainConfig(method="lora", dataset="sample_data/sentiment"))
+    assert runner.main(run.path) == 1
+    status = run.read_status()
+    assert status["state"] == "failed" and run.state() == "failed"
+    for advice in ("smaller batch_size", "qlora", "gradient checkpointing", "max_seq_len"):
+        assert advice in status["error"]
+    last = run.read_events()[-1]
+    assert last["type"] == "state" and last["state"] == "failed" and "2.00 GiB" in last["error"]
+
+
+def test_a_bad_dataset_fails_the_run_with_the_message(monkeypatch, tmp_path):
+    from engine.training import launch, runner
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "no prompt here"}\n')
+    run = launch.create_run(TrainConfig(method="lora", dataset=str(data)))
+    monkeypatch.setattr(runner, "load_model", lambda config, progress=None: None)
+    assert runner.main(run.path) == 1
+    assert run.read_status()["state"] == "failed"
+    error = run.read_status()["error"]
+    assert "line 1" in error and "mapping" in error and "Traceback" not in error

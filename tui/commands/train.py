@@ -1,0 +1,281 @@
+"""`tunedeck train`, `tunedeck runs`, `tunedeck stop`, `tunedeck resume`: fine-tuning runs, headless.
+
+`train` starts a detached runner and returns at once; every other command reads the run
+directory, so any of them can attach to any run at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import TunedeckError
+from tui.commands._common import console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="start a fine-tuning run (detached) from a config",
+        description="Start a fine-tuning run from a YAML config, with key=value overrides. "
+        "With no config, lists the example configs.")
+    train.add_argument("config", nargs="?", help="a training config (.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="settings that override the config, e.g. max_steps=20 lora_r=8")
+    train.add_argument("--dry-run", action="store_true",
+                       help="run the pre-flight only: tokens, masking, memory, steps, time")
+    train.add_argument("--foreground", action="store_true",
+                       help="train in this process (Ctrl-C stops with a checkpoint)")
+    train.add_argument("--launcher", choices=("python", "accelerate"), default="python",
+                       help="accelerate: start the runner with `accelerate launch` (multi-GPU)")
+    train.add_argument("--num-processes", type=int, default=1,
+                       help="processes (GPUs) for --launcher accelerate")
+    train.set_defaults(func=run_train)
+
+    runs = subparsers.add_parser("runs", help="list training runs; show or watch one",
+                                 description="List runs, or `runs show ID` / `runs watch ID`.")
+    runs.add_argument("action", nargs="?", choices=("list", "show", "watch"), default="list")
+    runs.add_argument("run_id", nargs="?", help="run id (or a unique part of it)")
+    runs.set_defaults(func=run_runs)
+
+    stop = subparsers.add_parser("stop", help="stop a run (it checkpoints first)")
+    stop.add_argument("run_id")
+    stop.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                      help="wait up to this long for the run to stop")
+    stop.set_defaults(func=run_stop)
+
+    resume = subparsers.add_parser("resume", help="resume a stopped or failed run from its "
+                                   "newest checkpoint")
+    resume.add_argument("run_id")
+    resume.set_defaults(func=run_resume)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from engine.training.config import TrainConfig
+
+    overrides = list(args.overrides)
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        overrides.insert(0, args.config)  # `tunedeck train max_steps=5`: defaults + overrides
+        config = TrainConfig()
+    else:
+        config = TrainConfig.from_yaml(args.config)
+    return config.with_overrides(overrides) if overrides else config
+
+
+def list_example_configs() -> int:
+    from engine.training.config import TrainConfig, example_configs
+
+    out = console()
+    found = example_configs()
+    if not found:
+        out.print("No example configs found. Write one (see README) and run "
+                  "`tunedeck train CONFIG.yaml`.")
+        return 1
+    out.print("Example configs (start one with `tunedeck train PATH \\[key=value …]`):")
+    for path in found:
+        try:
+            cfg = TrainConfig.from_yaml(path)
+            detail = f"{cfg.method} on {cfg.dataset}, model {cfg.model}"
+        except TunedeckError as err:
+            detail = f"(invalid: {err})"
+        out.print(f"  {path}  [dim]{detail}[/dim]")
+    out.print("Try first: `tunedeck train PATH --dry-run` to see the pre-flight.")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if not args.config and not args.overrides:
+        return list_example_configs()
+    from engine.training import launch as launcher
+    from engine.training.preflight import preflight
+
+    config = _load_config(args)
+    out = console()
+    if args.launcher == "accelerate" and args.dry_run:
+        out.print("Launch command: " + " ".join(launcher.accelerate_command("RUN_DIR",
+                                                                              args.num_processes)))
+    report = preflight(config, progress=lambda msg: out.print(f"[dim]{msg}[/dim]"))
+    if args.dry_run:
+        print(report.text())
+        return 0 if report.ok else 1
+    if not report.ok:
+        print(report.text())
+        raise TunedeckError("Pre-flight failed; nothing was started. Fix the errors above.")
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+    if args.foreground:
+        from engine.training.runner import main as runner_main
+
+        run = launcher.create_run(config)
+        out.print(f"Run {run.id}: training in the foreground (Ctrl-C stops with a checkpoint).")
+        code = runner_main(run.path)
+        out.print(f"Run {run.id}: {run.state()}. Events: {run.events_path}")
+        return code
+    run = launcher.launch(config, launcher=args.launcher, num_processes=args.num_processes,
+                          check=False)
+    status = run.read_status()
+    out.print(f"Started run {run.id} (pid {status.get('pid')}): {config.method} of "
+              f"{config.model}, {report.steps} steps.")
+    if args.launcher == "accelerate":
+        out.print("Command: " + " ".join(launcher.accelerate_command(run.path,
+                                                                     args.num_processes)))
+    out.print(f"Watch it:  tunedeck runs watch {run.id}")
+    out.print(f"Stop it:   tunedeck stop {run.id}      (log: {run.log_path})")
+    return 0
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M") if epoch else "-"
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from engine.training.rundir import open_run
+
+    if args.action == "list":
+        if args.run_id:  # `tunedeck runs ID` reads as `runs show ID`
+            return show_run(open_run(args.run_id))
+        return list_runs()
+    if not args.run_id:
+        raise TunedeckError(f"`tunedeck runs {args.action}` needs a run id; "
+                            "`tunedeck runs` lists them.")
+    run = open_run(args.run_id)
+    return show_run(run) if args.action == "show" else watch_run(run)
+
+
+def list_runs() -> int:
+    from rich.table import Table
+
+    from engine import paths
+    from engine.training.launch import run_summary
+    from engine.training.rundir import list_runs as all_runs
+
+    runs = all_runs()
+    out = console()
+    if not runs:
+        out.print(f"No runs yet under {paths.runs_dir()}. Start one with `tunedeck train`.")
+        return 0
+    table = Table(title="Runs", title_justify="left")
+    for column in ("id", "state", "model", "method", "step", "last loss", "started"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        s = run_summary(run)
+        total = s["total_steps"] or "?"
+        table.add_row(s["id"], s["state"], str(s["model"] or "-"), str(s["method"] or "-"),
+                      f"{s['step']}/{total}", _fmt(s["last_loss"]), _when(s["started"]))
+    out.print(table)
+    return 0
+
+
+def show_run(run: Any) -> int:
+    from engine.training.launch import run_summary
+
+    s = run_summary(run)
+    out = console()
+    out.print(f"Run {s['id']}: [bold]{s['state']}[/bold]")
+    out.print(f"  model {s['model']}, method {s['method']}, started {_when(s['started'])}")
+    out.print(f"  step {s['step']}/{s['total_steps'] or '?'}, last loss {_fmt(s['last_loss'])}, "
+              f"eval loss {_fmt(s['eval_loss'])}, tokens/s {_fmt(s['tokens_per_s'], '.1f')}")
+    if s["error"]:
+        out.print(f"  [red]error:[/red] {s['error']}")
+    checkpoints = run.checkpoints()
+    out.print(f"  checkpoints: {', '.join(p.name for p in checkpoints) or 'none'}")
+    if run.adapter_dir.is_dir():
+        out.print(f"  adapter: {run.adapter_dir}")
+    out.print(f"  directory: {run.path}")
+    samples = [e for e in run.read_events() if e.get("type") == "sample"]
+    if samples:
+        last = samples[-1]
+        out.print(f"  last sample (step {last['step']}):")
+        out.print(f"    prompt:     {_short(last.get('prompt'))}")
+        out.print(f"    reference:  {_short(last.get('reference'))}")
+        out.print(f"    completion: {_short(last.get('completion'))}")
+    return 0
+
+
+def _short(text: Any, width: int = 100) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One event as one line of the text view."""
+    kind = event.get("type")
+    step = event.get("step", "-")
+    if kind == "log":
+        rate = event.get("tokens_per_s")
+        return (f"step {step:>5}  loss {_fmt(event.get('loss'))}  lr {_fmt(event.get('lr'), '.2e')}"
+                f"  {_fmt(rate, '.1f')} tok/s  {_fmt(event.get('mem_mb'), '.0f')} MB")
+    if kind == "eval":
+        return f"step {step:>5}  eval loss {_fmt(event.get('eval_loss'))}"
+    if kind == "sample":
+        return (f"step {step:>5}  sample: {_short(event.get('prompt'), 60)}\n"
+                f"             → {_short(event.get('completion'), 80)}\n"
+                f"             (reference: {_short(event.get('reference'), 60)})")
+    if kind == "state":
+        error = f": {event['error']}" if event.get("error") else ""
+        return f"state {event.get('state')}{error}"
+    return str(event)
+
+
+def watch_run(run: Any, poll: float = 0.5, follow: bool = True) -> int:
+    """Print the run's history, then follow new events until the run ends (Ctrl-C detaches)."""
+    from engine.training.rundir import EventCursor
+
+    cursor = EventCursor()
+    print(f"Run {run.id} ({run.state()}); Ctrl-C stops watching, not the run.", flush=True)
+    try:
+        while True:
+            for event in run.read_events(cursor):
+                print(format_event(event), flush=True)
+            if not follow or not run.is_active():
+                for event in run.read_events(cursor):
+                    print(format_event(event), flush=True)
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        print(f"\nStopped watching; run {run.id} goes on.")
+        return 0
+    print(f"Run {run.id}: {run.state()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- stop / resume
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from engine.training.launch import stop
+    from engine.training.rundir import open_run
+
+    run = open_run(args.run_id)
+    if not stop(run):
+        console().print(f"Run {run.id} is not running ({run.state()}).")
+        return 1
+    if args.wait:
+        deadline = time.monotonic() + args.wait
+        while run.is_active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    console().print(f"Run {run.id}: {run.state()} (it saves a checkpoint before it ends; "
+                    f"resume with `tunedeck resume {run.id}`).")
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from engine.training.launch import resume
+    from engine.training.rundir import open_run
+
+    run = resume(open_run(args.run_id))
+    console().print(f"Resumed run {run.id} from {run.latest_checkpoint().name}. "
+                    f"Watch it: tunedeck runs watch {run.id}")
+    return 0
