@@ -244,21 +244,10 @@ class RatingStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            from engine.store import migrate
+            from engine.store import connect
 
-            paths.ensure_dir(self.path.parent)
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                     isolation_level=None)
-                db.row_factory = sqlite3.Row
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                migrate(db)
-            except sqlite3.DatabaseError as err:
-                raise TunedeckError(f"{self.path}: cannot open the history database: {err}. "
-                                    "Move the file away to start a new history.") from None
-            self._db = db
+            # FULL: a rating is a person's judgment; a power cut must not lose a committed one.
+            self._db = connect(self.path, synchronous="FULL", timeout=30, foreign_keys=True)
         return self._db
 
     def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:

@@ -125,6 +125,26 @@ def migrate(db: sqlite3.Connection, migrations: list[Migration] | None = None) -
     return latest
 
 
+def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
+            foreign_keys: bool = False) -> sqlite3.Connection:
+    """Open (creating on first use) and migrate the history database in WAL mode, so the TUI and
+    the CLI can write at the same time."""
+    paths.ensure_dir(path.parent)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, timeout=timeout,
+                             isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        if foreign_keys:
+            db.execute("PRAGMA foreign_keys=ON")
+        migrate(db)
+    except sqlite3.DatabaseError as err:
+        raise TunedeckError(f"{path}: cannot open the history database: {err}. "
+                            "Move the file away to start a new history.") from None
+    return db
+
+
 class Store:
     """One facade over the history database; safe to share between threads."""
 
@@ -136,18 +156,7 @@ class Store:
     # The file is created on first use, never at construction (screens build a Store eagerly).
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            paths.ensure_dir(self.path.parent)
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
-                                     isolation_level=None)
-                db.row_factory = sqlite3.Row
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                migrate(db)
-            except sqlite3.DatabaseError as err:
-                raise TunedeckError(f"{self.path}: cannot open the history database: {err}. "
-                                    "Move the file away to start a new history.") from None
-            self._db = db
+            self._db = connect(self.path, synchronous="NORMAL", timeout=10)
         return self._db
 
     @property

@@ -109,39 +109,10 @@ def load_rows(path: Path, method: str, limit: int | None = None) -> list[dict[st
 
 
 def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str) -> Any:
-    from engine.training.runner import optimizer_name
+    from engine.training.runner import common_args
 
-    on_gpu = device == "cuda"
-    common = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio,  # < 1: a fraction of the steps
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        optim=optimizer_name(config, device),
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=1,
-        logging_first_step=True,
-        eval_strategy="no",
-        save_strategy="steps" if config.save_every else "no",
-        save_steps=config.save_every or 500,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,
-        # Same device policy as SFT: fp32 and no checkpointing on CPU (bf16 is slow there).
-        bf16=on_gpu and dtype_name == "bfloat16",
-        fp16=on_gpu and dtype_name == "float16",
-        gradient_checkpointing=on_gpu,
-        use_cpu=device == "cpu",
-        max_length=config.max_seq_len,
-        beta=config.beta,
-        dataloader_num_workers=0,
-    )
+    common = dict(common_args(config, output_dir, device, dtype_name), eval_strategy="no",
+                  beta=config.beta)
     if config.method == "dpo":
         from trl import DPOConfig
 

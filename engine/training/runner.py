@@ -59,13 +59,11 @@ def peft_config(config: TrainConfig) -> Any:
                       use_dora=config.method == "dora", bias="none", task_type="CAUSAL_LM")
 
 
-def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,
-             has_eval: bool) -> Any:
-    from trl import SFTConfig
-
+def common_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str) -> dict:
+    """Trainer arguments shared by every method (SFT, DPO, KTO): the schedule, checkpoints and the
+    device policy."""
     on_gpu = device == "cuda"
-    eval_every = config.eval_every if has_eval else 0
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -80,8 +78,6 @@ def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str
         data_seed=config.seed,
         logging_steps=1,
         logging_first_step=True,
-        eval_strategy="steps" if eval_every else "no",
-        eval_steps=eval_every or None,
         save_strategy="steps" if config.save_every else "no",
         save_steps=config.save_every or 500,
         save_total_limit=2,
@@ -94,11 +90,23 @@ def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str
         gradient_checkpointing=on_gpu,
         use_cpu=device == "cpu",
         max_length=config.max_seq_len,
+        dataloader_num_workers=0,
+    )
+
+
+def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,
+             has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    eval_every = config.eval_every if has_eval else 0
+    return SFTConfig(
+        **common_args(config, output_dir, device, dtype_name),
+        eval_strategy="steps" if eval_every else "no",
+        eval_steps=eval_every or None,
         packing=False,
         shuffle_dataset=False,
         completion_only_loss=config.completion_only_loss,
         dataset_num_proc=None,
-        dataloader_num_workers=0,
         remove_unused_columns=True,
     )
 
