@@ -3,7 +3,9 @@
 The left column holds four tabs (template, inputs, strategy, rendered prompt); the right column
 the live token meter and the output, one pane per strategy in compare mode. Generation runs in a
 thread worker that streams coalesced `CompletionUpdate` messages and checks a cancel event
-before every token. Every finished run is recorded in the history store.
+before every token. Every finished run is recorded in the history store; in single-run mode the
+rating bar under the output then points at that try, so the Rate screen's keys (1-5, + / -, e)
+rate it in place.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tui.messages import ModelStateChanged
 from tui.screens.adapter_picker import AdapterControls
 from tui.screens.base import WorkbenchScreen, describe_error
 from tui.widgets.completion_view import CompletionUpdate, CompletionView, metrics_line
+from tui.widgets.rating_bar import RATING_BINDINGS, RatingBar, RatingKeys
 from tui.widgets.token_meter import TokenMeter
 
 KINDS = ("zero-shot", "few-shot", "cot", "few-shot-cot", "self-consistency")
@@ -65,6 +68,7 @@ class JobDone(Message):
     metrics: str
     answer: str | None = None
     failed: bool = False
+    try_id: int | None = None  # the history row of this run (None: it could not be recorded)
 
 
 def parse_stops(text: str) -> list[str]:
@@ -104,16 +108,24 @@ def _field(label: str, widget: Any, field_id: str) -> Horizontal:
                       id=f"field-{field_id}")
 
 
-class PlaygroundScreen(AdapterControls, WorkbenchScreen):
+# The footer is full of the Playground's own keys: "e" (edit the ideal answer) is listed in the
+# rating bar's hint line instead.
+PLAYGROUND_RATING_BINDINGS = [replace(b, show=False) for b in RATING_BINDINGS]
+
+
+class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
     HELP_TITLE = "Playground"
     HELP = (
         "Edit the template (Jinja: {{ variable }}), fill its variables on the Inputs tab or load a "
         "dataset row (Ctrl+N: next row), choose a strategy and sampling parameters, and run. "
         "The meter shows prompt tokens against the context window minus max_new_tokens. Compare "
         "mode (Ctrl+T) runs the same input through the strategies ticked on the Strategy tab, "
-        "side by side. Every run is kept in the history (Ctrl+O)."
+        "side by side. Every run is kept in the history (Ctrl+O). After a single run, focus the "
+        "output (Tab or a click) and rate it: 1-5 stars, + / - thumbs, e edits the ideal answer."
     )
+    # The rating keys are plain screen bindings: while a text box has focus it keeps its typing.
     BINDINGS = [
+        *PLAYGROUND_RATING_BINDINGS,
         Binding("ctrl+r", "run", "Run", priority=True),
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+t", "toggle_compare", "Compare", priority=True),
@@ -154,6 +166,7 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
     PlaygroundScreen #outputs { height: 1fr; grid-size: 1; }
     PlaygroundScreen #outputs.panes-2 { grid-size: 2 1; }
     PlaygroundScreen #outputs.panes-3, PlaygroundScreen #outputs.panes-4 { grid-size: 2 2; }
+    PlaygroundScreen #pg-rating.hidden { display: none; }
     """
 
     def __init__(self) -> None:
@@ -173,6 +186,7 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
         self._compare = False
         self._refresh_timer: Timer | None = None
         self._store: Any = None
+        self._ratings: Any = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -239,7 +253,16 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
                 yield Static("", id="pg-status", markup=False)
                 with Grid(id="outputs"):
                     yield CompletionView("output", id="out-0")
+                yield RatingBar(self.ratings, id="pg-rating")
         yield Footer()
+
+    @property
+    def ratings(self) -> Any:
+        if self._ratings is None:
+            from engine.ratings import RatingStore
+
+            self._ratings = RatingStore()  # opens the database on first use, not here
+        return self._ratings
 
     def on_mount(self) -> None:
         self.query_one("#pg-left").border_title = "prompt"
@@ -605,6 +628,7 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
             return
         self.refresh_prompt()
         panes = self._ensure_panes(len(jobs))
+        self._rate_nothing("generating…")  # the previous output is being replaced
         for job, pane in zip(jobs, panes, strict=True):
             pane.start(self._pane_title(job))
             if job.error:
@@ -699,17 +723,19 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
             if runs > 1:
                 total = sum(r.completion_tokens for r in results)
                 metrics = f"{len(results)} samples · {total:,} tokens · last: {metrics}"
+            try_id = None
             try:
-                self._record(job, context, texts, results, answer)
+                try_id = self._record(job, context, texts, results, answer)
             except Exception as err:  # the run is still shown; only its record is missing
                 self.app.call_from_thread(self.notify, describe_error(err),
                                           title="Not recorded in the history",
                                           severity="warning")
-            self.post_message(JobDone(job.slot, metrics, answer))
+            self.post_message(JobDone(job.slot, metrics, answer, try_id=try_id))
         return "cancelled" if cancel.is_set() else "done"
 
     def _record(self, job: RunJob, context: dict, texts: list[str], results: list[Any],
-                answer: str | None) -> None:
+                answer: str | None) -> int:
+        """Write the run to the history; returns its try id."""
         from engine.store import Store
 
         if self._store is None:
@@ -725,7 +751,7 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
         output = texts[0] if len(texts) == 1 else "\n\n".join(
             f"── sample {i + 1} ──\n{t}" for i, t in enumerate(texts))
         template = context["template"]
-        self._store.add_try(
+        return self._store.add_try(
             model=context["model"], template=template.name,
             adapter=job.generator.adapter_ref if job.generator else context["adapter"],
             template_text=template.template, strategy=job.strategy.as_dict(),
@@ -744,6 +770,10 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
         if message.slot < len(panes):
             panes[message.slot].finish(message.metrics, failed=message.failed)
             panes[message.slot].set_answer(message.answer)
+        # Only a single output is rated here: in compare mode the bar could not say which
+        # pane it means (the Rate screen's queue holds every pane's try).
+        if len(panes) == 1 and message.try_id is not None:
+            self._rate_try(message.try_id)
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -785,7 +815,26 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
             panes.append(pane)
         for size in range(1, MAX_PANES + 1):
             grid.set_class(size == count, f"panes-{size}")
+        if count != 1:
+            self._rate_nothing()
+        self.query_one("#pg-rating", RatingBar).set_class(count != 1, "hidden")
         return panes[:count]
+
+    # ------------------------------------------------------------------ rating
+    def _rate_try(self, try_id: int) -> None:
+        bar = self.query_one("#pg-rating", RatingBar)
+        try:
+            bar.show_try(try_id)
+        except TunedeckError as err:  # the database is busy or gone: say so, keep the output
+            self._rate_nothing()
+            self.notify(str(err), title="Cannot rate this run", severity="warning")
+            return
+        bar.border_title = f"rate try #{try_id}"
+
+    def _rate_nothing(self, why: str = "") -> None:
+        bar = self.query_one("#pg-rating", RatingBar)
+        bar.show(None)
+        bar.border_title = why or None
 
     def _set_status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#pg-status", Static)
@@ -818,6 +867,12 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
     def action_save_template(self) -> None:
         from engine.templates import TemplateError, is_builtin, save_template
 
+        bar = self.query_one("#pg-rating", RatingBar)
+        if bar.editing:
+            # Ctrl+S is a priority binding here, so it reaches the screen before the bar's own
+            # "save the ideal answer" binding: hand it over.
+            bar.action_save_ideal()
+            return
         template = self.current_template()
         if is_builtin(template.name) and self._base is not None and (
                 template.template != self._base.template or template.system != self._base.system):
@@ -868,6 +923,7 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
         panes[0].set_title(f"history #{entry.id}")
         panes[0].set_text(entry.output)
         panes[0].finish(_stored_metrics(entry.metrics or {}))
+        self._rate_try(entry.id)
         self._set_status(f"Restored try #{entry.id}. Ctrl+R runs it again.")
 
     def on_unmount(self) -> None:
@@ -875,6 +931,8 @@ class PlaygroundScreen(AdapterControls, WorkbenchScreen):
             self._cancel.set()
         if self._store is not None:
             self._store.close()
+        if self._ratings is not None:
+            self._ratings.close()
 
 
 def _template_error_text(err: Any) -> str:

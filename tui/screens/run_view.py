@@ -4,10 +4,16 @@ Everything shown comes from the run directory. Attaching reads events.jsonl from
 full history), then a timer reads what was appended since, through the same cursor; the files are
 small and read incrementally, so the reads happen in the UI thread. The runner is never talked to
 except through the run directory and `engine.training.launch` (stop / resume).
+
+The rating bar under the samples points at the newest sample (or the one picked with ↑ / ↓ in
+the samples panel), so the Rate screen's keys (1-5, + / -, e) rate it in place; the rating is
+kept with the run id, step and sample index, the same record the Rate screen's import of this
+run makes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Log
 
+from engine.errors import TunedeckError
 from engine.training.rundir import ACTIVE_STATES, EventCursor, RunDir
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.loss_chart import LossChart, Series
+from tui.widgets.rating_bar import RATING_BINDINGS, RatingBar, RatingKeys
 from tui.widgets.run_progress import RunProgress
 from tui.widgets.samples_panel import SamplesPanel
 
@@ -236,12 +244,23 @@ class RunView(Vertical):
     RunView #run-samples { width: 3fr; border: round $panel-lighten-2; padding: 0 1; }
     RunView #run-log { width: 2fr; border: round $panel-lighten-2; }
     RunView #run-samples:focus-within, RunView #run-log:focus { border: round $primary; }
+    RunView.editing-ideal > LossChart { display: none; }
     """
 
     def __init__(self, run: RunDir, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.run = run
         self.history = RunHistory(run)
+        self._ratings: Any = None
+        self._rated: tuple[int, int] | None = None  # (step, index) the rating bar shows
+
+    @property
+    def ratings(self) -> Any:
+        if self._ratings is None:
+            from engine.ratings import RatingStore
+
+            self._ratings = RatingStore()  # opens the database on first use, not here
+        return self._ratings
 
     def compose(self) -> ComposeResult:
         yield RunProgress(id="run-progress")
@@ -249,6 +268,7 @@ class RunView(Vertical):
         with Horizontal(id="run-lower"):
             yield SamplesPanel(id="run-samples")
             yield LogTail(self.run.log_path, id="run-log")
+        yield RatingBar(self.ratings, id="run-rating")
 
     def on_mount(self) -> None:
         self.query_one("#run-samples").border_title = "samples"
@@ -273,7 +293,49 @@ class RunView(Vertical):
         samples = [e for e in new if e.get("type") == "sample"]
         if samples:
             self.samples.add_samples(samples)
+            self.rate_sample(self.samples.current)
         self.query_one("#run-log", LogTail).poll()
+
+    def on_samples_panel_picked(self, message: SamplesPanel.Picked) -> None:
+        self.rate_sample(message.position)
+
+    def rate_sample(self, position: int) -> None:
+        """Point the rating bar at the `position`-th sample the run wrote."""
+        shown = self.samples.samples
+        step = shown[position].get("step")
+        # The ratings database numbers a step's samples in file order (engine.ratings,
+        # import_run_samples): count the earlier ones at the same step the same way.
+        index = sum(1 for s in shown[:position] if s.get("step") == step)
+        if self._rated == (step, index):
+            return
+        bar = self.query_one("#run-rating", RatingBar)
+        try:
+            bar.show_sample(self.run.id, step, index)
+        except TunedeckError as err:  # the database is busy, or the run is not under the
+            # data home (opened by path): the view still works, only rating does not
+            self._rated = None
+            bar.show(None)
+            bar.border_title = "cannot rate this run's samples"
+            self.notify(str(err), title="Cannot rate samples", severity="warning")
+            return
+        self._rated = (step, index)
+        bar.border_title = f"rate: sample at step {step}" + (f" (#{index + 1})" if index else "")
+
+    # The ideal-answer editor needs 8 rows that an 80x24 terminal does not have below the chart:
+    # the chart steps aside while it is open. The editor takes focus when it opens and gives it
+    # up when it closes, so focus changes are the moments to look.
+    def on_descendant_focus(self) -> None:
+        self._follow_editor()
+
+    def on_descendant_blur(self) -> None:
+        self._follow_editor()
+
+    def _follow_editor(self) -> None:
+        self.set_class(self.query_one("#run-rating", RatingBar).editing, "editing-ideal")
+
+    def on_unmount(self) -> None:
+        if self._ratings is not None:
+            self._ratings.close()
 
 
 class RunActions:
@@ -323,12 +385,20 @@ class RunActions:
             self.notify, f"{resumed.id}: resumed from its newest checkpoint.")
 
 
-class RunViewScreen(RunActions, WorkbenchScreen):
+# The footer holds the run's own keys; the rating bar's hint line lists the rating keys.
+RUN_RATING_BINDINGS = [replace(b, show=False) for b in RATING_BINDINGS]
+
+
+class RunViewScreen(RatingKeys, RunActions, WorkbenchScreen):
     HELP_TITLE = "Run"
     HELP = ("The live view of one run, read from its run directory: closing it (or the app) "
             "leaves the run going. The chart shows train loss (smoothed or raw), eval loss and "
-            "the learning rate on the right-hand axis.")
+            "the learning rate on the right-hand axis. 1-5 stars, + / - thumbs and e (edit the "
+            "ideal answer) rate the newest sample, or the one picked with ↑ / ↓ in the samples "
+            "panel, as on the Rate screen.")
+    # None of the rating keys (1-5, + / -, a / b / t, e) is one of the run's own keys.
     BINDINGS = [
+        *RUN_RATING_BINDINGS,
         Binding("escape", "back", "Back"),
         Binding("s", "toggle_smooth", "Smooth"),
         Binding("l", "toggle_lr", "LR"),

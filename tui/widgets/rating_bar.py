@@ -16,6 +16,7 @@ milliseconds) and announced with `RatingBar.Rated`.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from textual.app import ComposeResult
@@ -23,6 +24,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static, TextArea
+
+from engine.errors import TunedeckError
 
 RATING_BINDINGS = [
     Binding("1", "rate_stars(1)", "1-5 stars", show=False),
@@ -199,14 +202,21 @@ class RatingKeys:
     def _rating_bar(self) -> RatingBar:
         return self.query_one(RatingBar)  # type: ignore[attr-defined]
 
+    def _apply(self, change: str, *args: Any) -> None:
+        # A locked or unreadable database must show up as a message, not end the app.
+        try:
+            getattr(self._rating_bar(), change)(*args)
+        except (TunedeckError, sqlite3.Error, OSError) as err:
+            self.notify(f"Rating not saved: {err}", severity="error")  # type: ignore[attr-defined]
+
     def action_rate_stars(self, stars: int) -> None:
-        self._rating_bar().set_stars(stars)
+        self._apply("set_stars", stars)
 
     def action_rate_thumbs(self, thumbs: int) -> None:
-        self._rating_bar().set_thumbs(thumbs)
+        self._apply("set_thumbs", thumbs)
 
     def action_choose(self, choice: str) -> None:
-        self._rating_bar().choose(choice)
+        self._apply("choose", choice)
 
     def action_edit_ideal(self) -> None:
-        self._rating_bar().edit_ideal()
+        self._apply("edit_ideal")

@@ -43,7 +43,22 @@ def progress_line(history: Any) -> str:
         parts.append(f"loss {history.last_loss:.4f}")
     if history.last_eval_loss is not None:
         parts.append(f"eval {history.last_eval_loss:.4f}")
+    parts += reward_parts(history.logs[-1] if history.logs else {})
     return " · ".join(parts)
+
+
+REWARD_KEYS = (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"),
+               ("rewards/margins", "margin"), ("rewards/accuracies", "acc"))
+
+
+def reward_parts(event: dict) -> list[str]:
+    """Preference runs (DPO / KTO) log implicit rewards; show the ones the last step has."""
+    parts = []
+    for key, label in REWARD_KEYS:
+        value = event.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:+.3f}" if label != "acc" else f"{label} {value:.2f}")
+    return parts
 
 
 class RunProgress(Vertical):

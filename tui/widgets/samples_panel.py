@@ -1,11 +1,17 @@
-"""Sample completions the runner wrote at each sample step: prompt, reference and completion."""
+"""Sample completions the runner wrote at each sample step: prompt, reference and completion.
+
+With the panel focused, ↑ / ↓ pick a sample (announced with `SamplesPanel.Picked`, so the run
+view can rate it); ↓ past the newest one goes back to following new samples.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.widgets import Static
 
 KEEP = 30  # newest samples shown; older ones stay in events.jsonl
@@ -32,11 +38,26 @@ class SamplesPanel(VerticalScroll):
     SamplesPanel { height: 1fr; }
     SamplesPanel > .sample { height: auto; margin-bottom: 1; }
     SamplesPanel > #samples-empty { color: $text-muted; }
+    SamplesPanel > .sample.picked { background: $boost; }
     """
+    # ↑ / ↓ move between samples instead of scrolling by lines: a sample is the unit worth
+    # reading (and rating); the view scrolls to keep the picked one in sight.
+    BINDINGS = [
+        Binding("up", "pick(-1)", "Prev sample", show=False),
+        Binding("down", "pick(1)", "Next sample", show=False),
+    ]
+
+    class Picked(Message):
+        """The sample to act on changed: `position` indexes `SamplesPanel.samples`."""
+
+        def __init__(self, position: int) -> None:
+            super().__init__()
+            self.position = position
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.samples: list[dict[str, Any]] = []
+        self.picked: int | None = None  # None: the newest sample, following new ones
 
     def on_mount(self) -> None:
         self.mount(Static("No samples yet: the runner writes them every `sample_every` steps.",
@@ -54,5 +75,37 @@ class SamplesPanel(VerticalScroll):
         for old in shown[: max(overflow, 0)]:
             old.remove()
         self.mount_all(Static(sample_content(s), classes="sample") for s in samples[-KEEP:])
-        if follow:
+        if self.picked is not None and self.picked < len(self.samples) - KEEP:
+            self.picked = None  # the picked sample scrolled out of the kept ones
+        self.call_after_refresh(self._mark_picked)
+        if follow and self.picked is None:
             self.call_after_refresh(self.scroll_end, animate=False)
+
+    @property
+    def current(self) -> int | None:
+        """The position of the sample to act on: the picked one, else the newest."""
+        if not self.samples:
+            return None
+        return self.picked if self.picked is not None else len(self.samples) - 1
+
+    def action_pick(self, delta: int) -> None:
+        current = self.current
+        if current is None:
+            return
+        oldest = max(len(self.samples) - KEEP, 0)
+        new = min(max(current + delta, oldest), len(self.samples) - 1)
+        if delta > 0 and current == len(self.samples) - 1:
+            self.picked = None  # past the newest: follow new samples again
+        else:
+            self.picked = new
+        self._mark_picked()
+        if new != current:
+            self.post_message(self.Picked(new))
+
+    def _mark_picked(self) -> None:
+        shown = list(self.query(".sample"))
+        first = len(self.samples) - len(shown)  # the position of the first shown sample
+        for position, widget in enumerate(shown, start=first):
+            widget.set_class(position == self.picked, "picked")
+            if position == self.picked:
+                self.scroll_to_widget(widget, animate=False)
