@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import random
 from pathlib import Path
 
 from engine.errors import TunedeckError
@@ -10,6 +12,7 @@ from engine.errors import TunedeckError
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 SAMPLE_NAMES = ("text_to_sql", "sentiment", "arithmetic")
 SQL_DB_NAME = "retail.db"
+SAMPLE_SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 
 
 def sample_path(name: str, split: str = "train") -> Path:
@@ -21,6 +24,22 @@ def sample_path(name: str, split: str = "train") -> Path:
         raise TunedeckError(f"{path}: missing; regenerate it with "
                             f"python sample_data/{name}/generate.py")
     return path
+
+
+def write_sample_splits(rows: list[dict], folder: Path, seed: int) -> dict[str, int]:
+    """Shuffle generated rows with `seed` and write them as `SAMPLE_SPLITS` JSONL files; the
+    generators under `sample_data/` share this so every dataset is cut the same way."""
+    rng = random.Random(seed)
+    rows = list(rows)
+    rng.shuffle(rows)
+    counts, start = {}, 0
+    for i, (name, share) in enumerate(SAMPLE_SPLITS):
+        end = len(rows) if i == len(SAMPLE_SPLITS) - 1 else start + round(share * len(rows))
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows[start:end]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        counts[name], start = end - start, end
+    return counts
 
 
 def _build_module():

@@ -8,14 +8,14 @@ Python, and writes the reasoning a person would show. The final answer is an int
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.data.samples import write_sample_splits
+
 SEED = 314159
 TARGET_ROWS = 240
-SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 INSTRUCTION = "Solve the word problem. Think step by step, then give the final answer."
 
 NAMES = ["Maya", "Leo", "Priya", "Tom", "Aisha", "Carlos", "Mei", "Jonas", "Fatima", "Sam",
@@ -167,23 +167,10 @@ def problems(rng: random.Random) -> list[dict]:
     return rows
 
 
-def write_splits(rows: list[dict], folder: Path, seed: int) -> dict[str, int]:
-    rng = random.Random(seed)
-    rows = list(rows)
-    rng.shuffle(rows)
-    counts, start = {}, 0
-    for i, (name, share) in enumerate(SPLITS):
-        end = len(rows) if i == len(SPLITS) - 1 else start + round(share * len(rows))
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-            for row in rows[start:end]:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        counts[name], start = end - start, end
-    return counts
-
 
 def main() -> None:
     rows = problems(random.Random(SEED))
-    counts = write_splits(rows, Path(__file__).resolve().parent, SEED + 1)
+    counts = write_sample_splits(rows, Path(__file__).resolve().parent, SEED + 1)
     print(f"arithmetic: {len(rows)} rows -> {counts}")
 
 

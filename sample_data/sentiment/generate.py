@@ -8,13 +8,13 @@ with a seeded random generator, deduplicated, shuffled and cut into train / vali
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
+from engine.data.samples import write_sample_splits
+
 SEED = 20240611
 TARGET_ROWS = 360
-SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 INSTRUCTION = ("Classify the sentiment of the customer comment. "
                "Answer with one word: positive, negative, or neutral.")
 
@@ -105,23 +105,10 @@ def comments(rng: random.Random) -> list[dict]:
     return rows
 
 
-def write_splits(rows: list[dict], folder: Path, seed: int) -> dict[str, int]:
-    rng = random.Random(seed)
-    rows = list(rows)
-    rng.shuffle(rows)
-    counts, start = {}, 0
-    for i, (name, share) in enumerate(SPLITS):
-        end = len(rows) if i == len(SPLITS) - 1 else start + round(share * len(rows))
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-            for row in rows[start:end]:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        counts[name], start = end - start, end
-    return counts
-
 
 def main() -> None:
     rows = comments(random.Random(SEED))
-    counts = write_splits(rows, Path(__file__).resolve().parent, SEED + 1)
+    counts = write_sample_splits(rows, Path(__file__).resolve().parent, SEED + 1)
     print(f"sentiment: {len(rows)} rows -> {counts}")
 
 

@@ -11,7 +11,6 @@ not kept. The output is deterministic.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import sqlite3
@@ -24,9 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import build_db  # noqa: E402
 
+from engine.data.samples import write_sample_splits  # noqa: E402
+
 SEED = 1234
 TARGET_ROWS = 480
-SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 INSTRUCTION = (
     "Write one Teradata SQL query that answers the question. Tables: "
     "customers(customer_id, first_name, last_name, email, city, state, segment, signup_date); "
@@ -470,19 +470,6 @@ def examples(rng: random.Random, con: sqlite3.Connection) -> list[dict]:
     return out
 
 
-def write_splits(rows: list[dict], folder: Path, seed: int) -> dict[str, int]:
-    rng = random.Random(seed)
-    rows = list(rows)
-    rng.shuffle(rows)
-    counts, start = {}, 0
-    for i, (name, share) in enumerate(SPLITS):
-        end = len(rows) if i == len(SPLITS) - 1 else start + round(share * len(rows))
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-            for row in rows[start:end]:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        counts[name], start = end - start, end
-    return counts
-
 
 def main() -> None:
     logging.getLogger("sqlglot").setLevel(logging.ERROR)  # SAMPLE has no SQLite equivalent
@@ -492,7 +479,7 @@ def main() -> None:
             rows = examples(random.Random(SEED), con)
         finally:
             con.close()
-    counts = write_splits(rows, HERE, SEED + 1)
+    counts = write_sample_splits(rows, HERE, SEED + 1)
     print(f"text_to_sql: {len(rows)} rows -> {counts}")
 
 
