@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sqlite3
-import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from typing import Any
 
 from engine import paths
 from engine.errors import TunedeckError
+from engine.store import Database
 
 SOURCES = ("try", "sample", "eval", "ab", "manual")
 CHOICES = ("a", "b", "tie")
@@ -234,21 +234,13 @@ def _row_to_completion(row: sqlite3.Row) -> Completion:
                       comment=row["comment"], updated_at=row["rated_at"]))
 
 
-class RatingStore:
+class RatingStore(Database):
     """Completions, ratings and A/B pairs in the history database; safe to share between threads."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path is not None else paths.db_path()
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            from engine.store import connect
-
-            # FULL: a rating is a person's judgment; a power cut must not lose a committed one.
-            self._db = connect(self.path, synchronous="FULL", timeout=30, foreign_keys=True)
-        return self._db
+    # FULL: a rating is a person's judgment; a power cut must not lose a committed one.
+    SYNCHRONOUS = "FULL"
+    TIMEOUT = 30.0
+    FOREIGN_KEYS = True
 
     def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -258,18 +250,6 @@ class RatingStore:
             except sqlite3.OperationalError as err:
                 raise TunedeckError(f"{self.path}: could not save ({err}); another tunedeck "
                                     "may be holding the database. Try again.") from None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> RatingStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ adding completions
     def add_completion(self, *, source: str, prompt: str, completion: str,

@@ -145,19 +145,40 @@ def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
     return db
 
 
-class Store:
-    """One facade over the history database; safe to share between threads."""
+class Database:
+    """One connection to the history database, opened on first use (never at construction:
+    screens build their facades eagerly), shared between threads under a lock."""
+
+    SYNCHRONOUS = "NORMAL"
+    TIMEOUT = 10.0
+    FOREIGN_KEYS = False
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else paths.db_path()
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
 
-    # The file is created on first use, never at construction (screens build a Store eagerly).
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = connect(self.path, synchronous="NORMAL", timeout=10)
+            self._db = connect(self.path, synchronous=self.SYNCHRONOUS, timeout=self.TIMEOUT,
+                               foreign_keys=self.FOREIGN_KEYS)
         return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Store(Database):
+    """The tries of the prompt lab; safe to share between threads."""
 
     @property
     def schema_version(self) -> int:
@@ -221,15 +242,3 @@ class Store:
                     count += 1
         os.replace(tmp, out)
         return count
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
