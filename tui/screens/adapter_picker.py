@@ -10,16 +10,17 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
+from tui.screens.reference_picker import ReferencePicker
+
 BASE = ":base"  # the choice "no adapter"; never a valid adapter reference
 
 
-class AdapterPicker(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+class AdapterPicker(ReferencePicker):
     DEFAULT_CSS = """
     AdapterPicker { align: center middle; }
     AdapterPicker > Vertical {
@@ -77,19 +78,6 @@ class AdapterPicker(ModalScreen[str | None]):
             options.add_option(Option("  No adapters yet: train one on the Train screen (F4)",
                                       disabled=True))
         options.highlighted = 0
-
-    @on(OptionList.OptionSelected, "#adapters")
-    def _picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-    @on(Input.Submitted, "#adapter-ref")
-    def _typed(self, event: Input.Submitted) -> None:
-        ref = event.value.strip()
-        if ref:
-            self.dismiss(ref)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class AdapterControls(Screen):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.screens.reference_picker import ReferencePicker
 
-class ModelPicker(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+class ModelPicker(ReferencePicker):
     DEFAULT_CSS = """
     ModelPicker { align: center middle; }
     ModelPicker > Vertical {
@@ -51,16 +50,3 @@ class ModelPicker(ModalScreen[str | None]):
             options.add_option(Option(label, id=entry.ref))
         if not entries:
             options.add_option(Option("No models found on this machine", disabled=True))
-
-    @on(OptionList.OptionSelected, "#models")
-    def _picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-    @on(Input.Submitted, "#ref")
-    def _typed(self, event: Input.Submitted) -> None:
-        ref = event.value.strip()
-        if ref:
-            self.dismiss(ref)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
