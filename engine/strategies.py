@@ -24,6 +24,7 @@ from engine.errors import TunedeckError
 from engine.templates import PromptTemplate, TemplateError, render_system, render_text
 
 KINDS = ("zero-shot", "few-shot", "cot", "few-shot-cot", "self-consistency")
+CHAIN_OF_THOUGHT_KINDS = ("cot", "few-shot-cot", "self-consistency")
 SELECTIONS = ("first", "random", "similar")
 DEFAULT_WINDOW = 2048
 # An "Answer: …" line (last one wins); "the answer is …" as a fallback for chatty models.
@@ -67,7 +68,7 @@ class StrategyConfig:
 
     @property
     def chain_of_thought(self) -> bool:
-        return self.kind in ("cot", "few-shot-cot", "self-consistency")
+        return self.kind in CHAIN_OF_THOUGHT_KINDS
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -90,7 +90,9 @@ class Column:
 
     @property
     def chain_of_thought(self) -> bool:
-        return self.kind in ("cot", "few-shot-cot", "self-consistency")
+        from engine.strategies import CHAIN_OF_THOUGHT_KINDS
+
+        return self.kind in CHAIN_OF_THOUGHT_KINDS
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
