@@ -182,7 +182,8 @@ def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *
         say(f"Writing {out}…")
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        config = read_run_config(_run_of(adapter)) if _run_of(adapter) else {}
+        run_dir = _run_of(adapter)
+        config = read_run_config(run_dir) if run_dir else {}
         metrics = final_metrics(adapter)
         (tmp / "README.md").write_text(
             model_card(adapter, config, metrics, kind="merged", base=base_ref, name=out.name),

@@ -13,6 +13,7 @@ Heavy libraries are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -290,8 +291,10 @@ def quantization_config(quantize: Quantize, policy: DevicePolicy, quant_type: st
     raise TunedeckError(f"quantize must be 4bit, 8bit or none, not {quantize!r}.")
 
 
+@functools.cache
 def probe_4bit(device: str | None = None) -> tuple[bool, str]:
-    """Try a 4-bit matmul on the device: (works, reason). Tried, not guessed."""
+    """Try a 4-bit matmul on the device: (works, reason). Tried, not guessed; once per process
+    and device (config validation and pre-flight both ask)."""
     _quiet_transformers()
     try:
         import bitsandbytes as bnb

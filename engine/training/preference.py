@@ -17,6 +17,7 @@ Nothing here imports torch at module level (the config validation imports `resol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -122,17 +123,10 @@ def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str)
     return KTOConfig(**common)
 
 
-def lora_config(config: Any) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=config.target_modules,
-                      bias="none", task_type="CAUSAL_LM")
-
-
 def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[Any],
-                             loaded: Any = None) -> Any:
-    """A ready DPOTrainer / KTOTrainer for a dpo/kto config; checkpoints go to run_dir."""
+                             loaded: Any = None, rows: list[dict] | None = None) -> Any:
+    """A ready DPOTrainer / KTOTrainer for a dpo/kto config; checkpoints go to run_dir.
+    `rows`: the already loaded preference rows (read from the config's dataset otherwise)."""
     from datasets import Dataset
 
     from engine import models
@@ -140,7 +134,8 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
 
     if config.method not in FIELDS:
         raise ConfigError(f"method: {config.method!r} is not a preference method (dpo, kto).")
-    rows = load_rows(config.dataset_path(), config.method, config.limit)
+    if rows is None:
+        rows = load_rows(config.dataset_path(), config.method, config.limit)
     loaded = loaded or models.load(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     peft_config = None
@@ -150,7 +145,10 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
         model = PeftModel.from_pretrained(model, str(resolve_adapter(config.adapter)),
                                           is_trainable=True)
     else:
-        peft_config = lora_config(config)
+        from engine.training.runner import peft_config as lora_for
+
+        # Preference training is always LoRA: a fresh adapter of the config's shape.
+        peft_config = lora_for(dataclasses.replace(config, method="lora"))
     model.train()
     args = preference_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
                            loaded.info.dtype)
@@ -220,7 +218,7 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     samples = sample_conversations(rows, config.method, config.sample_k) \
         if config.sample_every else []
     callback = events_callback(run, stop_flag, loaded.tokenizer, samples, config.sample_every)
-    trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded)
+    trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded, rows=rows)
     callback.trainer = trainer
     current = run.read_status().get("state")
     run.write_status(current if current == "stopping" else "starting",
@@ -244,7 +242,6 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
 def preflight_preference(config: Any, progress: Any = None) -> Any:
     """`engine.training.preflight.preflight` for dpo/kto: the data checked against TRL's fields,
     one example's chosen answer with its trained tokens, parameter counts and steps."""
-    import dataclasses
     import math
 
     from engine import models

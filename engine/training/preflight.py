@@ -166,7 +166,8 @@ def _check_rows(report: PreflightReport, tokenizer: Any, rows: list[dict[str, li
             f"{len(masked)} of {len(rows)} rows have every label masked (prompt longer than "
             f"max_seq_len={config.max_seq_len}) and will be skipped.")
     eos = tokenizer.eos_token_id
-    no_eos = [i for i, r in enumerate(rows) if i not in set(masked)
+    masked_rows = set(masked)
+    no_eos = [i for i, r in enumerate(rows) if i not in masked_rows
               and (not r["labels"] or r["labels"][-1] != eos)]
     if eos is None:
         report.errors.append("The tokenizer has no EOS token: a tuned model would never stop.")
@@ -244,7 +245,9 @@ def _memory(config: TrainConfig, device: str, total: int, trainable: int, shape:
         weights = shape["linear"] * per + (total - shape["linear"]) * dtype_bytes
     else:
         weights = total * dtype_bytes
-    optim = "paged_adamw_8bit" if config.optimizer == "auto" and on_gpu else config.optimizer
+    from engine.training.runner import optimizer_name
+
+    optim = optimizer_name(config, device)
     state_bytes = 2 if "8bit" in optim else 8
     grad_bytes = 4 if config.uses_peft else dtype_bytes
     optimizer = trainable * (state_bytes + grad_bytes)
