@@ -65,6 +65,7 @@ class IssueLog:
         self.file, self.unit, self.cap = file, unit, cap
         self.issues: list[Issue] = []
         self.counts: Counter[str] = Counter()
+        self.has_errors = False  # an error is among `issues` (checked after every loaded row)
 
     def add(self, severity: str, code: str, line: int, fld: str | None, message: str,
             fix: str) -> None:
@@ -72,6 +73,7 @@ class IssueLog:
         if self.counts[code] <= self.cap:
             self.issues.append(Issue(severity, code, line, fld, message, fix, self.file,
                                      self.unit))
+            self.has_errors = self.has_errors or severity == "error"
 
 
 @dataclass
@@ -379,6 +381,8 @@ def load_examples(path: str | Path, mapping: dict[str, str] | None = None,
 
 
 def _raise_first_error(sc: Scan, path: str | Path) -> None:
+    if not sc.log.has_errors:
+        return
     errors = [i for i in sc.log.issues if i.severity == "error"]
     if errors:
         first = min(errors, key=lambda i: i.line)
