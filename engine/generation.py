@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -96,7 +96,8 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two id sequences share."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -217,7 +218,7 @@ class Generator:
         from transformers import DynamicCache
 
         # At least one prompt token must be prefilled to get the next-token logits.
-        common = _common_prefix(self._prefix_ids, input_ids[:-1])
+        common = common_prefix(self._prefix_ids, input_ids[:-1])
         if prefix_len > 0:
             # Reusing exactly the hinted prefix keeps the computation identical to a cold call.
             common = min(common, prefix_len)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.errors import TunedeckError
+from engine.generation import common_prefix
 from engine.templates import PromptTemplate, TemplateError, render_system, render_text
 
 KINDS = ("zero-shot", "few-shot", "cot", "few-shot-cot", "self-consistency")
@@ -287,15 +288,6 @@ def _render(template: PromptTemplate, values: dict, shots: list[tuple[str, str]]
     return None, text, _ids(tokenizer(text))
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _window(tokenizer: Any, context_window: int | None) -> int:
     if context_window:
         return int(context_window)
@@ -379,7 +371,7 @@ def _prefix_len(template: PromptTemplate, values: dict, shots: list[tuple[str, s
             _, _, other_ids = _render(template, other, shots, strategy, tokenizer, chat)
         except TunedeckError:
             return 0
-        length = min(length, _common_prefix(ids, other_ids))
+        length = min(length, common_prefix(ids, other_ids))
     return length
 
 
