@@ -147,9 +147,16 @@ def _as_template_error(exc: Exception, source: str, name: str, part: str) -> Tem
     return TemplateError(message, line, _column(source, line, str(exc)), name, part)
 
 
+@lru_cache(maxsize=256)
+def _compiled(source: str) -> Any:
+    # Jinja does not cache `from_string`; a prompt is rendered many times per build (each shot,
+    # the budget loop, the prefix probe), so the compiled form is kept. Failures are not cached.
+    return _environment().from_string(source)
+
+
 def _compile(source: str, name: str, part: str) -> Any:
     try:
-        return _environment().from_string(source)
+        return _compiled(source)
     except Exception as exc:  # TemplateSyntaxError and friends
         raise _as_template_error(exc, source, name, part) from None
 
