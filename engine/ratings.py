@@ -391,10 +391,12 @@ class RatingStore(Database):
             rows = self._conn().execute(sql + " ORDER BY c.id", args).fetchall()
         return [_row_to_completion(r) for r in rows]
 
-    def pairs(self) -> list[Pair]:
+    def pairs(self, completions: list[Completion] | None = None) -> list[Pair]:
+        """Every A/B pair; `completions`: all completions when the caller already holds them."""
         with self._lock:
             rows = self._conn().execute("SELECT * FROM pairs ORDER BY id").fetchall()
-        byid = {c.id: c for c in self.completions()}
+        byid = {c.id: c for c in (completions if completions is not None
+                                  else self.completions())}
         return [Pair(id=r["id"], created_at=r["created_at"], a=byid[r["a_id"]], b=byid[r["b_id"]],
                      choice=r["choice"], comment=r["comment"], info=_loads(r["info"], {}))
                 for r in rows]
@@ -411,10 +413,12 @@ class RatingStore(Database):
         Completions made for an A/B pair appear once, as their pair.
         """
         items: list[QueueItem] = []
+        everything = self.completions() if source is None else None  # read once for both
         if source in (None, "ab"):
-            items += self.pairs()
+            items += self.pairs(everything)
         if source != "ab":
-            items += [c for c in self.completions(source) if c.source != "ab"]
+            singles = everything if everything is not None else self.completions(source)
+            items += [c for c in singles if c.source != "ab"]
         if unrated_only:
             items = [i for i in items if not i.rated]
         return sorted(items, key=lambda i: (i.created_at, 0 if i.kind == "completion" else 1,
@@ -433,7 +437,8 @@ class RatingStore(Database):
     # ------------------------------------------------------------------ exports
     def export(self, fmt: str, out: Path, **options: Any) -> ExportReport:
         """Write one training set (JSONL, atomically) and return its report."""
-        rows, report = build_export(fmt, self.completions(), self.pairs(), **options)
+        completions = self.completions()
+        rows, report = build_export(fmt, completions, self.pairs(completions), **options)
         out = Path(out).expanduser()
         paths.ensure_dir(out.parent.resolve())
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -531,8 +536,8 @@ def build_export(fmt: str, completions: list[Completion], pairs: list[Pair],
         rows.append(row)
         report.add(origin)
 
-    singles = [c for c in completions if not any(c.id in (p.a.id, p.b.id) for p in pairs)
-               or c.rated]
+    paired = {i for p in pairs for i in (p.a.id, p.b.id)}
+    singles = [c for c in completions if c.id not in paired or c.rated]
     if fmt == "sft":
         _sft(singles, emit, usable, report, good_stars, bad_stars, conversational)
     elif fmt == "kto":
