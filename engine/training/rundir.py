@@ -141,9 +141,10 @@ class RunDir:
         atomic_write_text(self.status_path, json.dumps(status, indent=1))
         return status
 
-    def state(self) -> str:
-        """The state, corrected for a runner that died without saying so (kill -9, power loss)."""
-        status = self.read_status()
+    def state(self, status: dict[str, Any] | None = None) -> str:
+        """The state, corrected for a runner that died without saying so (kill -9, power loss).
+        `status`: a status the caller has just read, so the file is not read twice."""
+        status = self.read_status() if status is None else status
         state = status.get("state", "starting" if self.config_path.exists() else "unknown")
         if state in ACTIVE_STATES and status.get("pid") and not pid_alive(status["pid"]):
             return "failed"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual import on
+from textual.events import ScreenResume, ScreenSuspend
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from engine.errors import TunedeckError
@@ -34,3 +38,21 @@ class WorkbenchScreen(Screen):
     def worker_failed(self, worker: Worker, message: str) -> None:
         title = worker.description or worker.group or "Task"
         self.notify(message, title=f"{title} failed", severity="error", timeout=10)
+
+    def poll(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """A timer for reading files on disk that sleeps while another screen is shown and
+        catches up (one call) when this screen returns."""
+        timer = self.set_interval(seconds, callback)
+        self._polls = [*getattr(self, "_polls", []), (timer, callback)]
+        return timer
+
+    @on(ScreenSuspend)
+    def _pause_polls(self) -> None:
+        for timer, _ in getattr(self, "_polls", []):
+            timer.pause()
+
+    @on(ScreenResume)
+    def _resume_polls(self) -> None:
+        for timer, callback in getattr(self, "_polls", []):
+            callback()
+            timer.resume()

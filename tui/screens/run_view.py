@@ -63,7 +63,7 @@ class RunHistory:
             elif kind == "state":
                 self.states.append(event)
         status = self.run.read_status()
-        state = self.run.state()
+        state = self.run.state(status)
         changed = status != self.status or state != self.state
         self.status, self.state = status, state
         return new, changed
@@ -274,7 +274,10 @@ class RunView(Vertical):
         self.query_one("#run-samples").border_title = "samples"
         self.query_one("#run-log").border_title = "train.log"
         self.refresh_from_disk(force=True)
-        self.set_interval(POLL_SECONDS, self.refresh_from_disk)
+        if isinstance(self.screen, WorkbenchScreen):
+            self.screen.poll(POLL_SECONDS, self.refresh_from_disk)
+        else:
+            self.set_interval(POLL_SECONDS, self.refresh_from_disk)
 
     @property
     def chart(self) -> LossChart:

@@ -94,15 +94,7 @@ class RunsScreen(RunActions, WorkbenchScreen):
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).add_columns(*COLUMNS)
         self.refresh_runs()
-        self._poll_timer = self.set_interval(POLL_SECONDS, self.refresh_runs)
-
-    # Another mode on screen: stop reading every run's files each second; catch up on return.
-    def on_screen_suspend(self) -> None:
-        self._poll_timer.pause()
-
-    def on_screen_resume(self) -> None:
-        self.refresh_runs()
-        self._poll_timer.resume()
+        self.poll(POLL_SECONDS, self.refresh_runs)
 
     # ------------------------------------------------------------------ data
     @property
