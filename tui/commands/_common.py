@@ -1,4 +1,4 @@
-"""Helpers shared by the headless commands: a rich console and byte formatting."""
+"""Helpers shared by the headless commands and screens: a rich console and byte formatting."""
 
 from __future__ import annotations
 
@@ -18,9 +18,3 @@ def human_bytes(n: float) -> str:
         n /= 1024
     return f"{n:.1f} TB"
 
-
-def human_count(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))

@@ -11,16 +11,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui.commands._common import human_bytes
 from tui.messages import ModelStateChanged
 from tui.screens.base import WorkbenchScreen
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class ModelsScreen(WorkbenchScreen):
@@ -83,7 +76,7 @@ class ModelsScreen(WorkbenchScreen):
         table.clear()
         for entry in entries:
             name = f"{entry.name} (default)" if entry.default else entry.name
-            table.add_row(self._mark(entry), name, entry.kind, _size(entry.size_bytes),
+            table.add_row(self._mark(entry), name, entry.kind, human_bytes(entry.size_bytes),
                           entry.location, key=entry.ref)
         if entries:
             table.move_cursor(row=min(keep, len(entries) - 1))
