@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -125,6 +126,21 @@ def migrate(db: sqlite3.Connection, migrations: list[Migration] | None = None) -
     return latest
 
 
+def _enable_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL. On a new file opened by several connections at once, SQLite answers the
+    switch with "database is locked" at once, without waiting on the busy timeout: retry it
+    within that timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
             foreign_keys: bool = False) -> sqlite3.Connection:
     """Open (creating on first use) and migrate the history database in WAL mode, so the TUI and
@@ -134,7 +150,7 @@ def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
         db = sqlite3.connect(path, check_same_thread=False, timeout=timeout,
                              isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db, timeout)
         db.execute(f"PRAGMA synchronous={synchronous}")
         if foreign_keys:
             db.execute("PRAGMA foreign_keys=ON")
