@@ -124,6 +124,81 @@ def test_fast_loss_equals_the_models_own_loss(tiny_model_dir, tmp_path):
     assert fast.item() == pytest.approx(reference.item(), rel=1e-4)
 
 
+def test_shared_prefix_gives_the_per_row_loss_and_gradients(tiny_model_dir, tmp_path,
+                                                            monkeypatch):
+    """The prompt prefix every row shares runs once; loss and every LoRA gradient must equal
+    the per-row computation."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from engine.training import trainers
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                      target_modules="all-linear", task_type="CAUSAL_LM"))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # zero at init would leave lora_A without a gradient to compare
+            torch.nn.init.normal_(param, std=0.02)
+    convs = tdata.conversations(SENTIMENT, {}, "train", limit=8)
+    dataset, _ = tdata.build_dataset(tokenizer, convs, 128)
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True,
+                     bf16=False, gradient_checkpointing=False, report_to="none",
+                     max_length=128, shuffle_dataset=False, disable_tqdm=True)
+    trainer = trainers.FastSFTTrainer(model=model, args=args, train_dataset=dataset,
+                                      processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    keep = batch["labels"][:, 1:] != -100
+    prefix = trainers.shared_prefix_length(batch, keep)
+    assert prefix >= trainers.MIN_SHARED_PREFIX  # the instruction is shared: the path is taken
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                             if p.requires_grad}
+
+    shared_loss, shared = loss_and_grads()
+    monkeypatch.setattr(trainers, "MIN_SHARED_PREFIX", 10**9)
+    assert trainers.shared_prefix_length(batch, keep) == 0
+    row_loss, per_row = loss_and_grads()
+    assert shared_loss == pytest.approx(row_loss, rel=1e-5)
+    assert len(shared) > 0
+    for name, grad in per_row.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(shared[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_prefix_stops_at_the_first_difference_label_or_padding():
+    import torch
+
+    from engine.training.trainers import MIN_SHARED_PREFIX, shared_prefix_length
+
+    n = MIN_SHARED_PREFIX
+    ids = torch.arange(3 * n).repeat(3, 1)
+    ids[1, 2 * n] = -1  # rows part at 2n
+    mask = torch.ones_like(ids)
+    keep = torch.zeros(3, 3 * n - 1, dtype=torch.bool)
+    keep[:, -3:] = True
+    assert shared_prefix_length({"input_ids": ids, "attention_mask": mask}, keep) == 2 * n
+    keep[2, n + 3] = True  # a trained position inside the common part ends the prefix there
+    assert shared_prefix_length({"input_ids": ids, "attention_mask": mask}, keep) == n + 3
+    keep[2, n + 3] = False
+    mask[0, n + 5:] = 0  # padding is never shared
+    assert shared_prefix_length({"input_ids": ids, "attention_mask": mask}, keep) == n + 5
+    keep[:, 2] = True  # too short to be worth a second decoder call
+    assert shared_prefix_length({"input_ids": ids, "attention_mask": mask}, keep) == 0
+    keep[:, 2] = False
+    assert shared_prefix_length({"input_ids": ids[:1], "attention_mask": mask[:1]},
+                                keep[:1]) == 0  # one row: nothing to share
+    packed = {"input_ids": ids, "attention_mask": mask, "position_ids": ids}
+    assert shared_prefix_length(packed, keep) == 0
+
+
 def test_4bit_layers_keep_a_trainable_layout_through_eval(tiny_model_dir):
     """Sampling mid-run (eval mode) must not repack 4-bit weights into bitsandbytes' CPU
     inference layout, whose kernel has no gradient: training after it would be silently wrong."""
@@ -140,3 +215,29 @@ def test_4bit_layers_keep_a_trainable_layout_through_eval(tiny_model_dir):
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3, 4]]))
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+
+
+def test_preflight_counts_padding_and_the_shared_prefix_of_sorted_batches():
+    from engine.training.preflight import batch_layout
+
+    ignore = -100
+    shared = list(range(100, 120))  # 20 tokens every row starts with
+
+    def row(tail: int, prompt_extra: int = 0) -> dict[str, list[int]]:
+        ids = shared + [1] * prompt_extra + [7] * tail
+        labels = [ignore] * (len(shared) + prompt_extra) + [7] * tail
+        return {"input_ids": ids, "labels": labels}
+
+    rows = [row(4), row(4), row(6), row(6)]
+    padding, spared = batch_layout(rows, batch_size=2)
+    real = 2 * 24 + 2 * 26
+    assert padding == 0
+    # Each batch of two runs the common part once, up to the last prompt position (19), whose
+    # hidden state predicts the first trained token and so is the row's own: 19 spared a batch.
+    assert spared == pytest.approx(2 * 19 / real)
+    rows = [row(4), row(8)]
+    assert batch_layout(rows, batch_size=2)[0] == pytest.approx(4 / 52)  # 24 + 28 tokens
+    assert batch_layout(rows, batch_size=1)[1] == 0  # one row per batch: nothing shared
+    # A trained label inside the common part: the head must run there, so it is not shared.
+    early = {"input_ids": shared + [7] * 4, "labels": [ignore] * 5 + shared[5:] + [7] * 4}
+    assert batch_layout([early, row(4)], batch_size=2)[1] == 0

@@ -17,9 +17,12 @@ from typing import Any
 
 from engine.errors import TunedeckError
 from engine.training.config import TrainConfig
+from engine.training.data import IGNORE, MIN_SHARED_PREFIX
 
-# Non-padding tokens/s of the fast SFT path for a 135M model on this kind of 2-core CPU
-# (DESIGN.md, bench/train_throughput.py); scaled by parameter count for other models.
+# Decoder positions/s of the fast SFT path for a 135M model on this kind of 2-core CPU, with
+# nothing shared between rows (DESIGN.md, bench/train_throughput.py); scaled by parameter count
+# for other models, and by the positions the batches really run (padding adds, a shared prompt
+# prefix saves).
 CPU_TOKENS_PER_S = {"lora": 140.0, "dora": 100.0, "qlora": 120.0, "full": 90.0}
 CPU_REFERENCE_PARAMS = 135e6
 
@@ -39,7 +42,8 @@ class PreflightReport:
     eval_rows: int = 0
     device: str = ""
     mean_tokens: float = 0.0
-    padding_ratio: float = 0.0
+    padding_ratio: float = 0.0  # padding positions per real token, in length-sorted batches
+    shared_ratio: float = 0.0  # real tokens that a shared prompt prefix runs once per batch
 
     def text(self, max_tokens: int = 400) -> str:
         """Plain text (CLI --dry-run). Trained tokens are wrapped in [[ ]]."""
@@ -48,6 +52,9 @@ class PreflightReport:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"Rows: {self.train_rows} train, {self.eval_rows} eval; "
                      f"{self.mean_tokens:.0f} tokens per row on average; device {self.device}")
+        if self.shared_ratio:
+            lines.append(f"Batches: {100 * self.padding_ratio:.0f}% padding; a shared prompt "
+                         f"prefix spares {100 * self.shared_ratio:.0f}% of the tokens")
         pct = 100 * self.trainable_params / self.total_params if self.total_params else 0
         lines.append(f"Parameters: {self.trainable_params:,} trainable of {self.total_params:,} "
                      f"({pct:.2f}%)")
@@ -132,13 +139,42 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
                                             report.mean_tokens, completion_tokens)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
+    report.padding_ratio, report.shared_ratio = batch_layout(trained_rows, config.batch_size)
     if report.device == "cpu" and report.total_params:
         rate = CPU_TOKENS_PER_S.get(config.method, 100.0) * CPU_REFERENCE_PARAMS / max(
             report.total_params, 1)
-        step_tokens = report.mean_tokens * per_step
+        positions = 1 + report.padding_ratio - report.shared_ratio
+        step_tokens = report.mean_tokens * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
     report.ok = not report.errors
     return report
+
+
+def batch_layout(rows: list[dict[str, list[int]]], batch_size: int) -> tuple[float, float]:
+    """(padding, shared) per real token in the batches the fast SFT path cuts: rows sorted by
+    length (FastSFTTrainer's sampler), and the prefix every row of a batch shares run once
+    (trainers.shared_prefix_length)."""
+    ordered = sorted(rows, key=lambda r: len(r["input_ids"]))
+    real = padding = shared = 0
+    for start in range(0, len(ordered), max(1, batch_size)):
+        block = ordered[start:start + max(1, batch_size)]
+        lengths = [len(r["input_ids"]) for r in block]
+        real += sum(lengths)
+        padding += max(lengths) * len(block) - sum(lengths)
+        first = block[0]["input_ids"]
+        prefix = 0
+        limit = min(min(lengths) - 1, *(_first_trained(r) for r in block))
+        while prefix < limit and all(r["input_ids"][prefix] == first[prefix] for r in block):
+            prefix += 1
+        if len(block) > 1 and prefix >= MIN_SHARED_PREFIX:
+            shared += (len(block) - 1) * prefix
+    return (padding / real, shared / real) if real else (0.0, 0.0)
+
+
+def _first_trained(row: dict[str, list[int]]) -> int:
+    """The first position whose next token is trained (where the head must run)."""
+    labels = row["labels"]
+    return next((i - 1 for i in range(1, len(labels)) if labels[i] != IGNORE), len(labels))
 
 
 def _mean_trained(rows: list[dict[str, list[int]]]) -> float:
@@ -149,8 +185,6 @@ def _mean_trained(rows: list[dict[str, list[int]]]) -> float:
 
 def _check_rows(report: PreflightReport, tokenizer: Any, rows: list[dict[str, list[int]]],
                 config: TrainConfig) -> None:
-    from engine.training.data import IGNORE
-
     if not rows:
         report.errors.append("No training rows.")
         return
