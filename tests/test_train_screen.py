@@ -73,21 +73,81 @@ def fake_report(ok: bool = True) -> SimpleNamespace:
     )
 
 
-async def test_form_is_prefilled_from_the_config_defaults():
+async def test_form_is_prefilled_with_defaults_fitted_to_the_data():
     from engine.training.config import TrainConfig
+    from engine.training.suggest import suggest
 
     defaults = TrainConfig()
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         screen = app.screen
         assert field(screen, "model") == defaults.model
         assert field(screen, "dataset") == defaults.dataset
         assert field(screen, "lora_r") == str(defaults.lora_r)
-        assert float(field(screen, "learning_rate")) == defaults.learning_rate
         assert screen.query_one("#field-method", Select).value == defaults.method
-        assert screen.form_config() == defaults
+        fitted = suggest(defaults)
+        assert screen.form_config() == fitted.config
+        # The sample's rows run past the generic 256-token default; the fit covers 99% of them.
+        assert fitted.config.max_seq_len > defaults.max_seq_len
+        assert field(screen, "max_seq_len") == str(fitted.config.max_seq_len)
+        assert field(screen, "epochs") == "3"
+        panel = str(screen.query_one("#preflight-report").render())
+        assert f"Fitted to {defaults.dataset} ({fitted.rows:,} training rows)" in panel
+        assert "99% of the" in panel
+
+
+async def test_a_new_dataset_refits_the_fields_not_edited(tmp_path):
+    data = make_dataset(tmp_path / "data", n_train=48)
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        set_fields(screen, eval_every=7)  # the user's own choice
+        box = screen.query_one("#field-dataset", Input)
+        box.value = str(data)
+        box.focus()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        # 48 rows, batch 8, 3 epochs: 18 steps
+        assert field(screen, "epochs") == "3" and field(screen, "max_seq_len") == "64"
+        assert field(screen, "sample_every") == "3" and field(screen, "save_every") == "4"
+        assert field(screen, "eval_every") == "7"
+        panel = str(screen.query_one("#preflight-report").render())
+        assert "Fitted to" in panel and "(48 training rows)" in panel
+        assert "Kept your eval every" in panel
+        await pilot.press("ctrl+g")  # asked for: every field is fitted
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert field(screen, "eval_every") == "1"
+
+
+async def test_a_dataset_that_cannot_be_read_leaves_the_form_as_it_is(tmp_path):
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        before = screen.form_config()
+        box = screen.query_one("#field-dataset", Input)
+        box.value = str(tmp_path / "missing")
+        box.focus()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert str(screen.query_one("#preflight-status").render()).startswith(
+            "Could not fit the settings")
+        assert "does not exist" in str(screen.query_one("#preflight-report").render())
+        after = screen.form_config()
+        assert after.dataset == str(tmp_path / "missing")
+        after.dataset = before.dataset
+        assert after == before
 
 
 async def test_choosing_an_example_config_fills_the_form(tmp_path, monkeypatch):
@@ -239,12 +299,19 @@ async def test_run_from_train_screen_survives_the_app_and_reattaches(tiny_model_
 
 
 def test_snapshot_train_screen(snap_compare):
-    assert snap_compare(TunedeckApp(load_model=False), terminal_size=(80, 24), press=["f4"])
+    async def fitted(pilot):
+        await pilot.press("f4")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(TunedeckApp(load_model=False), terminal_size=(80, 24),
+                        run_before=fitted)
 
 
 def test_snapshot_train_screen_with_a_report(snap_compare):
     async def show_report(pilot):
         await pilot.press("f4")
+        await pilot.app.workers.wait_for_complete()
         await pilot.pause()
         pilot.app.screen.show_report(fake_report(ok=True))
         pilot.app.screen.set_status("Ctrl+L launches this config.")

@@ -1,10 +1,13 @@
-"""Train: a config form (prefilled from the defaults or an example config), the pre-flight panel,
-and the launch key. Launching starts a detached runner and opens its live view; the run goes on
-when the view or the app closes.
+"""Train: a config form (prefilled from the defaults fitted to the model and dataset, or from an
+example config), the pre-flight panel, and the launch key. Launching starts a detached runner
+and opens its live view; the run goes on when the view or the app closes.
 
 Pre-flight and launch run in one thread worker group ("train"): pre-flight loads the tokenizer
-and the model, and `launch` is kept off the UI thread too. `engine.training.*` is imported inside
-the functions, so opening this screen never pulls in torch.
+and the model, and `launch` is kept off the UI thread too. Fitting the form to the data
+(`engine.training.suggest`) runs in its own group ("fit"): on opening, when the model or dataset
+field is changed, and on Ctrl+G. A field the user has edited keeps its value unless Ctrl+G asks.
+`engine.training.*` is imported inside the functions, so opening this screen never pulls in
+torch.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ def report_content(report: Any) -> Content:
         rows += f" · {report.mean_tokens:,.0f} tokens/row"
     if getattr(report, "padding_ratio", 0):
         rows += f" · {100 * report.padding_ratio:.0f}% padding"
+    if getattr(report, "shared_ratio", 0):
+        rows += f" · {100 * report.shared_ratio:.0f}% in a shared prefix"
     facts = [
         ("rows", rows),
         ("steps", f"{report.steps:,} (time {eta}"
@@ -124,13 +129,16 @@ def _duration(seconds: float) -> str:
 class TrainScreen(WorkbenchScreen):
     HELP_TITLE = "Train"
     HELP = ("Set up a fine-tune: pick an example config (or the defaults), adjust the form, "
-            "Ctrl+T checks it (tokens with trained / masked labels, memory, steps, time) and "
+            "Ctrl+G fits length limit, epochs, learning rate and the eval / sample / save "
+            "cadence to the model and dataset (done on its own when the screen opens or the "
+            "model or dataset field changes, sparing fields you edited), Ctrl+T checks it (tokens with trained / masked labels, memory, steps, time) and "
             "Ctrl+L launches it after a passing check. The run is a separate process: closing "
             "its view or the app leaves it running; F5 (Runs) lists every run.")
     BINDINGS = [
         Binding("ctrl+t", "preflight", "Pre-flight"),
         Binding("ctrl+l", "launch", "Launch"),
         Binding("ctrl+o", "open_last", "Last run"),
+        Binding("ctrl+g", "fit", "Fit to data"),
     ]
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
@@ -151,6 +159,8 @@ class TrainScreen(WorkbenchScreen):
         self.report: Any = None  # the last PreflightReport
         self._report_for: dict[str, Any] | None = None  # config dict the report was made for
         self.last_run: Any = None  # RunDir of the run launched from here
+        self._fitted_for: tuple[str, str] | None = None  # (model, dataset) last fitted to
+        self._panel_has_check = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -183,6 +193,7 @@ class TrainScreen(WorkbenchScreen):
         examples = self.query_one("#example", Select)
         examples.set_options([(path.stem, str(path)) for path in example_configs()])
         self.fill(self.defaults())
+        self.fit(force=False)
 
     # ------------------------------------------------------------------ the form
     def defaults(self) -> Any:
@@ -215,9 +226,70 @@ class TrainScreen(WorkbenchScreen):
                 field, self.query_one(f"#field-{field.name}", Input).value)
         return TrainConfig.from_dict(data, source="Train form")
 
+    # ------------------------------------------------------------------ fitting to the data
+    def action_fit(self) -> None:
+        self.fit(force=True)
+
+    def fit(self, force: bool) -> None:
+        """Fit the data-dependent fields to the form's model and dataset, in a worker."""
+        try:
+            config = self.form_config()
+        except TunedeckError as err:
+            self.set_status("Cannot fit the settings until the form is valid:")
+            self.show_in_panel(Content(str(err)), error=True, check=False)
+            return
+        self._fitted_for = (config.model, config.dataset)
+        self.set_status(f"Fitting the settings to {config.dataset}…")
+        self._fit_worker(config, force)
+
+    @on(Input.Submitted, "#field-model, #field-dataset")
+    @on(Input.Blurred, "#field-model, #field-dataset")
+    def _source_changed(self) -> None:
+        source = (self.query_one("#field-model", Input).value.strip(),
+                  self.query_one("#field-dataset", Input).value.strip())
+        if source != self._fitted_for:
+            self.fit(force=False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="fit",
+          description="Fitting to the data")
+    def _fit_worker(self, config: Any, force: bool) -> tuple[Any, bool]:
+        from engine.training.suggest import suggest
+
+        try:
+            return suggest(config, progress=lambda text: self.post_message(
+                LoadProgress(str(text)))), force
+        except TunedeckError as err:
+            return err, force
+
+    def apply_fit(self, suggestion: Any, force: bool) -> None:
+        """Show the suggested values in the fields the user has not edited (all if `force`)."""
+        config = suggestion.config
+        method = self.query_one("#field-method", Select)
+        if force or method.value == self.base.method:
+            method.value = config.method
+        kept = []
+        for field in FIELDS:
+            box = self.query_one(f"#field-{field.name}", Input)
+            if force or box.value.strip() == field_text(getattr(self.base, field.name)):
+                box.value = field_text(getattr(config, field.name))
+            elif field_text(getattr(config, field.name)) != box.value.strip():
+                kept.append(field.label)
+        self.base = config
+        lines = [f"Fitted to {config.dataset} ({suggestion.rows:,} training rows):"]
+        lines += [f"• {reason}" for reason in suggestion.reasons]
+        if kept:
+            lines.append(f"Kept your {', '.join(kept)}; Ctrl+G fits those too.")
+        if self._panel_has_check:  # a check's result stays; the fit is told aside
+            self.notify("\n".join(lines), title="Settings fitted", timeout=8)
+        else:
+            self.set_status("Ctrl+T checks this config; Ctrl+L launches it.")
+            self.show_in_panel(Content("\n".join(lines)), error=False, check=False)
+
     @on(Select.Changed, "#example")
     def _example_chosen(self, event: Select.Changed) -> None:
         from engine.training.config import TrainConfig
+
+        self.workers.cancel_group(self, "fit")  # a fit still running must not overwrite it
 
         if event.value is Select.NULL:
             self.fill(self.defaults())
@@ -275,6 +347,15 @@ class TrainScreen(WorkbenchScreen):
         self.set_status(message.text)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "fit" and event.state == WorkerState.SUCCESS:
+            result, force = event.worker.result
+            if isinstance(result, TunedeckError):
+                self.set_status("Could not fit the settings to the data (the form keeps its "
+                                "values):")
+                self.show_in_panel(Content(str(result)), error=True, check=False)
+            else:
+                self.apply_fit(result, force)
+            return
         if event.worker.group != "train" or event.state != WorkerState.SUCCESS:
             return
         self._report_for, report, run = event.worker.result
@@ -300,13 +381,17 @@ class TrainScreen(WorkbenchScreen):
     def set_status(self, text: str) -> None:
         self.query_one("#preflight-status", Static).update(text)
 
-    def show_report(self, report: Any) -> None:
+    def show_in_panel(self, content: Content, error: bool, check: bool) -> None:
+        """Show `content` under the status line; `check` marks a pre-flight result or launch
+        error, which a later fit of the settings must not replace."""
         widget = self.query_one("#preflight-report", Static)
-        widget.remove_class("error")
-        widget.update(report_content(report))
+        widget.set_class(error, "error")
+        widget.update(content)
+        self._panel_has_check = check
+
+    def show_report(self, report: Any) -> None:
+        self.show_in_panel(report_content(report), error=False, check=True)
 
     def show_error(self, message: str) -> None:
         self.set_status("Not launched:")
-        widget = self.query_one("#preflight-report", Static)
-        widget.add_class("error")
-        widget.update(Content(message))
+        self.show_in_panel(Content(message), error=True, check=True)
