@@ -6,18 +6,22 @@ padding, peak memory (RSS), an MFU estimate against a measured fp32 matmul peak,
 QLoRA vs LoRA weight memory.
 
     .venv/bin/python bench/train_throughput.py [--rows 200] [--steps 6] [--batch 8] [--max-len 256]
+                                               [--bf16]
 
 The baseline: `Trainer` with its default random sampler, right padding to the longest row of each
 batch and the full LM head (logits at every position). Ours: `FastSFTTrainer` — length-sorted
 batches, the LM head only at trained (completion) positions, and the prompt prefix the rows of a
-batch share run once. Both use fp32 on CPU. The first step of each run is warm-up and is not
-timed. MFU counts the FLOPs each path actually executes (padding included, shared prefixes once,
-attention scores left out), so it measures how busy the cores are, not how much work was saved.
+batch share run once. Both use fp32 on CPU; `--bf16` adds both again in bf16 mixed precision
+(what the runner picks on a CPU with native bf16 matmuls), so that gain is shown apart. The
+first step of each run is warm-up and is not timed. MFU counts the FLOPs each path actually
+executes (padding included, shared prefixes once, attention scores left out) against the fp32
+matmul peak, so it measures how busy the cores are, not how much work was saved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -118,26 +122,28 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
 
     torch.manual_seed(0)
     quant = "4bit" if variant == "ours-qlora" else None
+    bf16 = variant.endswith("-bf16")
     loaded = models.load(None, quantize=quant)
     model, tok = loaded.model, loaded.tokenizer
     model.train()
     dataset = _dataset(tok, rows, max_len)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    meter = _Meter(_pad_collator(tok.pad_token_id), fast=variant != "baseline")
+    meter = _Meter(_pad_collator(tok.pad_token_id), fast=not variant.startswith("baseline"))
     timer = _timer_callback(meter)
     common = dict(output_dir="/tmp/tunedeck-bench", per_device_train_batch_size=batch,
                   max_steps=steps, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
                   report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-                  dataloader_num_workers=0, remove_unused_columns=False, optim="adamw_torch")
-    if variant == "baseline":
+                  dataloader_num_workers=0, remove_unused_columns=False, optim="adamw_torch",
+                  bf16=bf16)
+    if variant.startswith("baseline"):
         model = get_peft_model(model, lora)
         trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
                           data_collator=meter, callbacks=[timer])
     else:
         from trl import SFTConfig
 
-        args = SFTConfig(**common, bf16=False, gradient_checkpointing=False, max_length=max_len,
+        args = SFTConfig(**common, gradient_checkpointing=False, max_length=max_len,
                          shuffle_dataset=False)
         trainer = FastSFTTrainer(model=model, args=args, train_dataset=dataset,
                                  processing_class=tok, peft_config=lora, data_collator=meter,
@@ -208,7 +214,8 @@ class _LossOnly:
     def __init__(self, model):
         from types import SimpleNamespace
 
-        self.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
+        self.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1,
+                                           autocast=contextlib.nullcontext)
         self.args = SimpleNamespace(average_tokens_across_devices=False)
         self.tokens_seen = 0
         from engine.training.trainers import FastSFTTrainer
@@ -268,9 +275,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=256)
-    parser.add_argument("--variant", choices=("baseline", "ours", "ours-qlora"))
+    parser.add_argument("--variant", choices=("baseline", "ours", "ours-qlora", "baseline-bf16",
+                                              "ours-bf16"))
     parser.add_argument("--out")
     parser.add_argument("--skip-qlora", action="store_true")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also run both paths in bf16 mixed precision")
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS", default=0,
                         help="only alternate the two loss paths batch by batch for ROUNDS rounds "
                         "(robust on a busy machine)")
@@ -289,18 +299,25 @@ def main() -> None:
 
     peak = matmul_peak()
     variants = ["baseline", "ours"] + ([] if args.skip_qlora else ["ours-qlora"])
+    variants += ["baseline-bf16", "ours-bf16"] if args.bf16 else []
     results = {v: _child(v, args) for v in variants}
     print(f"SmolLM2-135M, LoRA r=16 all-linear, batch {args.batch}, max length {args.max_len}, "
           f"{args.rows} text-to-SQL rows, {args.steps} steps ({args.steps - 1} timed), "
           f"{os.cpu_count()} CPUs; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'variant':<12}{'tokens/s':>10}{'padding':>9}{'body runs':>11}{'peak RSS':>11}"
+    print(f"{'variant':<14}{'tokens/s':>10}{'padding':>9}{'body runs':>11}{'peak RSS':>11}"
           f"{'MFU':>7}")
     for name, r in results.items():
         # "body runs": decoder positions executed per real token (padding adds, sharing saves).
-        print(f"{name:<12}{r['tokens_per_s']:>10.1f}{r['padding']:>8.0%}{r['body_share']:>11.2f}"
+        print(f"{name:<14}{r['tokens_per_s']:>10.1f}{r['padding']:>8.0%}{r['body_share']:>11.2f}"
               f"{r['peak_rss_mb']:>8.0f} MB{r['flops_per_s'] / peak:>7.1%}")
     ratio = results["ours"]["tokens_per_s"] / results["baseline"]["tokens_per_s"]
     print(f"ours / baseline: {ratio:.2f}x (target >= 2x)")
+    if args.bf16:
+        bf16 = results["ours-bf16"]["tokens_per_s"]
+        print(f"bf16 mixed: ours-bf16 / baseline-bf16 "
+              f"{bf16 / results['baseline-bf16']['tokens_per_s']:.2f}x; ours-bf16 / ours "
+              f"{bf16 / results['ours']['tokens_per_s']:.2f}x; ours-bf16 / baseline "
+              f"{bf16 / results['baseline']['tokens_per_s']:.2f}x")
     lora_w, qlora_w = weight_bytes(None), weight_bytes("4bit")
     print(f"weights: LoRA (fp32) {lora_w / 2**20:.0f} MB, QLoRA (nf4) {qlora_w / 2**20:.0f} MB, "
           f"ratio {qlora_w / lora_w:.2f} (target <= 0.35)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.errors import ConfigError
@@ -111,3 +113,33 @@ def test_a_bad_dataset_fails_the_run_with_the_message(monkeypatch, tmp_path):
     assert run.read_status()["state"] == "failed"
     error = run.read_status()["error"]
     assert "line 1" in error and "mapping" in error and "Traceback" not in error
+
+
+def test_precision_is_checked_and_fp16_needs_a_gpu(monkeypatch):
+    from engine import models
+
+    with pytest.raises(ConfigError, match="precision: 'half' must be one of auto, fp32, bf16"):
+        TrainConfig(precision="half").validate(device_checks=False)
+    monkeypatch.setattr(models, "device_policy",
+                        lambda device=None: models.DevicePolicy("cpu", "float32"))
+    with pytest.raises(ConfigError, match="fp16 mixed precision needs a CUDA GPU"):
+        TrainConfig(method="lora", precision="fp16").validate()
+
+
+def test_auto_precision_follows_the_device_and_the_measured_cpu(monkeypatch):
+    from engine import models
+    from engine.training.runner import common_args, mixed_precision
+
+    auto, fp32 = TrainConfig(), TrainConfig(precision="fp32")
+    monkeypatch.setattr(models, "cpu_bf16_speedup", lambda: 4.5)  # native bf16 (AVX512-BF16)
+    assert mixed_precision(auto, "cpu", "float32") == (
+        "bf16", "this CPU's bf16 matmul is 4.5x its fp32 one")
+    assert mixed_precision(fp32, "cpu", "float32") == ("fp32", "set in the config")
+    args = common_args(auto, Path("/tmp/x"), "cpu", "float32")
+    assert args["bf16"] and not args["fp16"] and not args["gradient_checkpointing"]
+    monkeypatch.setattr(models, "cpu_bf16_speedup", lambda: 0.05)  # emulated bf16 (AVX2)
+    assert mixed_precision(auto, "cpu", "float32")[0] == "fp32"
+    assert not common_args(auto, Path("/tmp/x"), "cpu", "float32")["bf16"]
+    assert mixed_precision(auto, "cuda", "float16")[0] == "fp16"
+    assert mixed_precision(auto, "cuda", "bfloat16")[0] == "bf16"
+    assert mixed_precision(auto, "mps", "float16")[0] == "fp32"

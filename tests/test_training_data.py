@@ -241,3 +241,35 @@ def test_preflight_counts_padding_and_the_shared_prefix_of_sorted_batches():
     # A trained label inside the common part: the head must run there, so it is not shared.
     early = {"input_ids": shared + [7] * 4, "labels": [ignore] * 5 + shared[5:] + [7] * 4}
     assert batch_layout([early, row(4)], batch_size=2)[1] == 0
+
+
+def test_fast_loss_runs_in_the_trainers_mixed_precision(tiny_model_dir, tmp_path):
+    """The fast path calls the decoder past the prepared model's forward, where accelerate puts
+    its autocast: with bf16 on, the linear layers must still see bf16 inputs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from engine.training.trainers import FastSFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    convs = tdata.conversations(SENTIMENT, {}, "train", limit=4)
+    dataset, _ = tdata.build_dataset(tokenizer, convs, 128)
+    seen = {}
+    for bf16 in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+        args = SFTConfig(output_dir=str(tmp_path / str(bf16)), per_device_train_batch_size=2,
+                         use_cpu=True, bf16=bf16, report_to="none", max_length=128,
+                         shuffle_dataset=False, disable_tqdm=True)
+        trainer = FastSFTTrainer(model=model, args=args, train_dataset=dataset,
+                                 processing_class=tokenizer)
+        layer = model.model.layers[0].mlp.down_proj
+        dtypes: list = []
+        hook = layer.register_forward_hook(
+            lambda _m, _i, out, seen_here=dtypes: seen_here.append(out.dtype))
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss = trainer.compute_loss(model, dict(batch))
+        hook.remove()
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        seen[bf16] = set(dtypes)
+    assert seen == {False: {torch.float32}, True: {torch.bfloat16}}

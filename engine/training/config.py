@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 METHODS = ("full", "lora", "qlora", "dora", "dpo", "kto")
 SFT_METHODS = ("full", "lora", "qlora", "dora")
 QUANT_TYPES = ("nf4", "fp4")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit",
@@ -56,6 +57,7 @@ class TrainConfig:
     sample_k: int = 2
     save_every: int = 0
     seed: int = 42
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: mixed precision of the training step
     name: str = ""
     limit: int | None = None  # first N train rows
     # Preference training (method dpo / kto, engine/training/preference.py):
@@ -159,6 +161,9 @@ class TrainConfig:
             problems.append(f"quant_type: {self.quant_type!r} must be nf4 or fp4.")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer: {self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}.")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: {self.precision!r} must be one of "
+                            f"{', '.join(PRECISIONS)}.")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler: {self.scheduler!r} must be one of {', '.join(SCHEDULERS)}.")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "sample_k"):
@@ -202,6 +207,12 @@ class TrainConfig:
                 problems.append(str(err))
         if problems:
             raise ConfigError("Invalid training config:\n  - " + "\n  - ".join(problems))
+        if device_checks and self.precision == "fp16":
+            from engine import models
+
+            if models.device_policy().device != "cuda":
+                raise ConfigError("precision: fp16 mixed precision needs a CUDA GPU; use bf16 or "
+                                  "fp32 (or auto) here.")
         if device_checks and self.method == "qlora":
             from engine import models
 

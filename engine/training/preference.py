@@ -208,7 +208,7 @@ def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> lis
 def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     """The runner's dpo/kto path: train to the end, a stop request or a failure; final state."""
     from engine import models
-    from engine.training.runner import log
+    from engine.training.runner import log, log_precision
 
     resume_from = run.latest_checkpoint()
     log(f"loading {config.model} ({config.method}"
@@ -219,6 +219,7 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
         if config.sample_every else []
     callback = events_callback(run, stop_flag, loaded.tokenizer, samples, config.sample_every)
     trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded, rows=rows)
+    log_precision(config, loaded.info)
     callback.trainer = trainer
     current = run.read_status().get("state")
     run.write_status(current if current == "stopping" else "starting",

@@ -25,6 +25,9 @@ from engine.training.data import IGNORE, MIN_SHARED_PREFIX
 # prefix saves).
 CPU_TOKENS_PER_S = {"lora": 140.0, "dora": 100.0, "qlora": 120.0, "full": 90.0}
 CPU_REFERENCE_PARAMS = 135e6
+# The training step in bf16 mixed precision on a CPU with native bf16 matmuls, vs fp32: 805 vs
+# 476 tokens/s (LoRA), 662 vs 408 (QLoRA) measured on an AVX512-BF16 EPYC.
+CPU_BF16_STEP_GAIN = 1.6
 
 
 @dataclass
@@ -44,6 +47,8 @@ class PreflightReport:
     mean_tokens: float = 0.0
     padding_ratio: float = 0.0  # padding positions per real token, in length-sorted batches
     shared_ratio: float = 0.0  # real tokens that a shared prompt prefix runs once per batch
+    precision: str = ""  # fp32 | bf16 | fp16 (runner.mixed_precision)
+    precision_reason: str = ""
 
     def text(self, max_tokens: int = 400) -> str:
         """Plain text (CLI --dry-run). Trained tokens are wrapped in [[ ]]."""
@@ -52,6 +57,9 @@ class PreflightReport:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"Rows: {self.train_rows} train, {self.eval_rows} eval; "
                      f"{self.mean_tokens:.0f} tokens per row on average; device {self.device}")
+        if self.precision:
+            lines.append(f"Precision: {describe_precision(self.precision)} "
+                         f"({self.precision_reason})")
         if self.shared_ratio:
             lines.append(f"Batches: {100 * self.padding_ratio:.0f}% padding; a shared prompt "
                          f"prefix spares {100 * self.shared_ratio:.0f}% of the tokens")
@@ -111,7 +119,12 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
         report.errors.append(str(err))
         return report
     report.train_rows, report.eval_rows = len(train_convs), len(eval_convs)
-    report.device = models.device_policy().device
+    policy = models.device_policy()
+    report.device = policy.device
+    from engine.training.runner import mixed_precision
+
+    report.precision, report.precision_reason = mixed_precision(config, policy.device,
+                                                                policy.dtype_name)
 
     say("Tokenizing…")
     rows = [tdata.tokenize(tokenizer, c, config.max_seq_len, config.completion_only_loss)
@@ -143,11 +156,17 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
     if report.device == "cpu" and report.total_params:
         rate = CPU_TOKENS_PER_S.get(config.method, 100.0) * CPU_REFERENCE_PARAMS / max(
             report.total_params, 1)
+        if report.precision == "bf16":
+            rate *= CPU_BF16_STEP_GAIN
         positions = 1 + report.padding_ratio - report.shared_ratio
         step_tokens = report.mean_tokens * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
     report.ok = not report.errors
     return report
+
+
+def describe_precision(precision: str) -> str:
+    return "fp32" if precision == "fp32" else f"{precision} mixed (fp32 weights and optimizer)"
 
 
 def batch_layout(rows: list[dict[str, list[int]]], batch_size: int) -> tuple[float, float]:

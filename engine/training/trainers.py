@@ -112,12 +112,15 @@ class FastSFTTrainer(SFTTrainer):
         if parts is not None:
             decoder, head = parts
             prefix = shared_prefix_length(inputs, keep) if prefix_sharing_ok(decoder) else 0
-            if prefix:
-                hidden = forward_with_shared_prefix(decoder, model_inputs, prefix)
-                targets, keep = targets[:, prefix:], keep[:, prefix:]
-            else:
-                hidden = decoder(**model_inputs, use_cache=False).last_hidden_state
-            logits = head(hidden[:, :-1][keep])
+            # The decoder is called past the prepared model's forward, which is where
+            # accelerate puts the mixed-precision autocast: so it is entered here.
+            with self.accelerator.autocast():
+                if prefix:
+                    hidden = forward_with_shared_prefix(decoder, model_inputs, prefix)
+                    targets, keep = targets[:, prefix:], keep[:, prefix:]
+                else:
+                    hidden = decoder(**model_inputs, use_cache=False).last_hidden_state
+                logits = head(hidden[:, :-1][keep])
         else:
             # Through the wrapper: ask for logits only at the union of the batch's loss positions.
             positions = keep.any(dim=0).nonzero().flatten()

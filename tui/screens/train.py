@@ -104,6 +104,11 @@ def report_content(report: Any) -> Content:
                   + (f" on {report.device})" if getattr(report, "device", "") else ")")),
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
+    if getattr(report, "precision", ""):
+        from engine.training.preflight import describe_precision
+
+        facts.append(("precision", f"{describe_precision(report.precision)}: "
+                                   f"{report.precision_reason}"))
     memory = report.memory_estimate_mb or {}
     if memory:
         order = [k for k in ("weights", "optimizer", "activations", "total") if k in memory]
