@@ -33,8 +33,8 @@ def make_dataset(folder: Path, n_train: int = 48, n_val: int = 4) -> Path:
 
 def set_fields(screen, **values) -> None:
     for name, value in values.items():
-        if name == "method":
-            screen.query_one("#field-method", Select).value = value
+        if name in ("method", "precision"):
+            screen.query_one(f"#field-{name}", Select).value = value
         else:
             screen.query_one(f"#field-{name}", Input).value = str(value)
 
@@ -88,6 +88,7 @@ async def test_form_is_prefilled_with_defaults_fitted_to_the_data():
         assert field(screen, "dataset") == defaults.dataset
         assert field(screen, "lora_r") == str(defaults.lora_r)
         assert screen.query_one("#field-method", Select).value == defaults.method
+        assert screen.query_one("#field-precision", Select).value == "auto"
         fitted = suggest(defaults)
         assert screen.form_config() == fitted.config
         # The sample's rows run past the generic 256-token default; the fit covers 99% of them.
@@ -125,6 +126,8 @@ async def test_a_new_dataset_refits_the_fields_not_edited(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert field(screen, "eval_every") == "1"
+        set_fields(screen, precision="fp32")
+        assert screen.form_config().precision == "fp32"
 
 
 async def test_a_dataset_that_cannot_be_read_leaves_the_form_as_it_is(tmp_path):

@@ -29,6 +29,7 @@ from tui.screens.base import WorkbenchScreen
 from tui.screens.run_view import RunViewScreen
 
 METHODS = ("full", "lora", "qlora", "dora")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # engine.training.config.PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,10 @@ class TrainScreen(WorkbenchScreen):
                     yield Label("method")
                     yield Select([(m, m) for m in METHODS], allow_blank=False, value="qlora",
                                  id="field-method", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("precision")
+                    yield Select([(p, p) for p in PRECISIONS], allow_blank=False, value="auto",
+                                 id="field-precision", compact=True)
                 for field in FIELDS:
                     with Horizontal(classes="form-row"):
                         yield Label(field.label)
@@ -216,6 +221,8 @@ class TrainScreen(WorkbenchScreen):
         self.base = config
         self.query_one("#field-method", Select).value = (
             config.method if config.method in METHODS else "qlora")
+        self.query_one("#field-precision", Select).value = (
+            config.precision if config.precision in PRECISIONS else "auto")
         for field in FIELDS:
             self.query_one(f"#field-{field.name}", Input).value = field_text(
                 getattr(config, field.name))
@@ -226,6 +233,7 @@ class TrainScreen(WorkbenchScreen):
 
         data = self.base.to_dict()
         data["method"] = self.query_one("#field-method", Select).value
+        data["precision"] = self.query_one("#field-precision", Select).value
         for field in FIELDS:
             data[field.name] = parse_field(
                 field, self.query_one(f"#field-{field.name}", Input).value)
