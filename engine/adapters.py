@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 from engine.training.rundir import RunDir, list_runs, open_run
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -88,7 +88,8 @@ def read_run_config(run: RunDir) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except Exception:  # also bad UTF-8, an impossible date, nesting past the recursion limit:
+        # the config only informs, so no broken file may stop a run being listed, viewed, exported
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -316,10 +317,9 @@ class AdapterSet:
             else:
                 self.peft.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
         except (ValueError, RuntimeError, KeyError, OSError) as err:
-            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             raise TunedeckError(
                 f"Could not put adapter {info.label} on {self.loaded.info.name}: "
-                f"{type(err).__name__}: {first}. It was trained on "
+                f"{type(err).__name__}: {first_line(err, 300)}. It was trained on "
                 f"{info.base_model or 'another model'}; make that the active model first."
             ) from None
         self.peft.eval()

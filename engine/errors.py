@@ -18,3 +18,13 @@ class ModelNotFound(TunedeckError):
 
 class ConfigError(TunedeckError):
     """An invalid configuration value."""
+
+
+def first_line(err: BaseException, limit: int | None = None, default: str = "") -> str:
+    """The first line of `err`'s message, for a one-line report that keeps a long traceback-like
+    message (transformers, sqlglot, the hub) out of the UI; `default` when the message is empty."""
+    text = str(err).strip()
+    if not text:
+        return default
+    line = text.splitlines()[0]
+    return line[:limit] if limit is not None else line

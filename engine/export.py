@@ -33,7 +33,7 @@ from engine.adapters import (
     read_run_config,
     resolve,
 )
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 from engine.training.rundir import RunDir
 
 EXPORT_MARKER = "tunedeck-export.json"
@@ -160,9 +160,8 @@ def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *
     try:
         peft = PeftModel.from_pretrained(loaded.model, str(adapter.path), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, OSError) as err:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise TunedeckError(f"{adapter.label} does not fit {base_ref}: {type(err).__name__}: "
-                            f"{first}. Name the model it was trained on with --base.") from None
+                            f"{first_line(err, 300)}. Name the model it was trained on with --base.") from None
     merged = peft.merge_and_unload()
     tokenizer = _tokenizer_for(adapter, loaded.tokenizer)
     generation = merged.generation_config

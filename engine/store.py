@@ -82,6 +82,11 @@ _COLUMNS = ("id, created_at, model, adapter, template, template_text, strategy, 
 _JSON_FIELDS = ("strategy", "params", "inputs", "metrics")
 
 
+def utc_now() -> str:
+    """The timestamp every table of the database stores: UTC, ISO 8601, whole seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _loads(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -204,8 +209,7 @@ class Store(Database):
     def add_try(self, *, model: str, adapter: str | None, template: str, template_text: str,
                 strategy: dict, params: dict, inputs: dict, prompt_text: str, output: str,
                 metrics: dict) -> int:
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        row = (created, model, adapter, template, template_text,
+        row = (utc_now(), model, adapter, template, template_text,
                *(json.dumps(v, ensure_ascii=False, default=str)
                  for v in (strategy, params, inputs)),
                prompt_text, output, json.dumps(metrics, ensure_ascii=False, default=str))

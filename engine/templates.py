@@ -280,8 +280,14 @@ def load_templates(errors: list[TunedeckError] | None = None) -> list[PromptTemp
     return list(by_name.values())
 
 
+@lru_cache(maxsize=1)
+def _builtin_names() -> frozenset[str]:
+    # The shipped files do not change while the process runs; a UI asks on every list refresh.
+    return frozenset(t.name for t in builtin_templates())
+
+
 def is_builtin(name: str) -> bool:
-    return any(t.name == name for t in builtin_templates())
+    return name in _builtin_names()
 
 
 def get_template(name: str) -> PromptTemplate:

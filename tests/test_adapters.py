@@ -63,6 +63,24 @@ def test_resolve_errors_say_what_exists(tiny_model_dir, tmp_path):
         adapters.resolve(str(tmp_path))
 
 
+@pytest.mark.parametrize("content", [
+    b"model: [unclosed\n",  # YAMLError
+    b"model: \xff\xfe bad utf-8\n",  # UnicodeDecodeError
+    b"started: 2024-02-30\n",  # an impossible date: ValueError from the YAML timestamp
+    b"[" * 5000,  # nested past the recursion limit
+    b"- a list, not a mapping\n",
+])
+def test_read_run_config_is_empty_for_any_broken_file(tmp_path, content):
+    from engine.training.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert adapters.read_run_config(run) == {}  # missing
+    run.config_path.write_bytes(content)
+    assert adapters.read_run_config(run) == {}
+    run.config_path.write_text("model: m\nmethod: lora\n")
+    assert adapters.read_run_config(run) == {"model": "m", "method": "lora"}
+
+
 # --------------------------------------------------------------------------- switching
 
 
@@ -173,6 +191,23 @@ def test_adapter_for_another_model_is_a_clear_error(tiny_model_dir, tmp_path):
     # Refused before PEFT touched the model: it is the plain base, as before.
     assert not any("lora" in name for name, _ in loaded.model.named_modules())
     assert torch.equal(_logits(loaded.model, ids), before)
+
+
+def test_a_peft_failure_is_one_line_cut_at_300(tiny_model_dir, monkeypatch):
+    import peft
+
+    def from_pretrained(*_args, **_kwargs):
+        raise ValueError("\n  " + "k" * 400 + "\nmore")
+
+    run = make_run(tiny_model_dir, name="peft-fails")
+    loaded = models.load(str(tiny_model_dir))
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", from_pretrained)
+    with pytest.raises(TunedeckError) as caught:
+        AdapterSet.of(loaded).attach(run.id)
+    assert str(caught.value) == (
+        f"Could not put adapter {run.id} (final) on {loaded.info.name}: ValueError: "
+        f"{'k' * 300}. It was trained on "
+        f"{tiny_model_dir}; make that the active model first.")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine import models
-from engine.errors import ModelNotFound
+from engine.errors import ModelNotFound, TunedeckError
 
 
 def _greedy(loaded, question: str, max_new_tokens: int = 16) -> str:
@@ -145,6 +145,38 @@ def test_4bit_load_on_cpu_uses_fp32_compute(tiny_model_dir):
 def test_probe_4bit_is_tried():
     works, reason = models.probe_4bit("cpu")
     assert isinstance(works, bool) and reason
+
+
+def test_probe_4bit_failure_is_one_line(monkeypatch):
+    import bitsandbytes as bnb
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("CUDA Setup failed\nlong diagnostics")
+
+    monkeypatch.setattr(bnb.nn, "Linear4bit", broken)
+    # The uncached function: the cached answer is the real probe's, shared with other tests.
+    assert models.probe_4bit.__wrapped__("cpu") == (False, "RuntimeError: CUDA Setup failed")
+
+
+@pytest.mark.parametrize("error, shown", [
+    (OSError("\n  Can't load tokenizer for 'x'.  \nIf you were trying..."),
+     "Can't load tokenizer for 'x'.  "),
+    (ValueError(), "ValueError"),
+])
+def test_load_failure_shows_the_first_line(tmp_path, monkeypatch, error, shown):
+    import transformers
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+
+    def from_pretrained(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    with pytest.raises(TunedeckError) as caught:
+        models.load(str(folder))
+    assert str(caught.value) == f"Could not load model '{folder}' from {folder}: {shown}"
 
 
 def test_available_models_lists_default(default_model_dir):

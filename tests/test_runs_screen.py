@@ -183,6 +183,24 @@ async def test_a_failed_run_shows_its_error():
         assert line.startswith("failed · step 3/60") and "ETA" not in line
 
 
+@pytest.mark.parametrize("config, shown", [
+    (b"model: from-config\nmethod: dora\n", ("from-config", "dora")),
+    (b"model: \xff\xfe\n", ("?", "?")),  # not UTF-8
+    (b"model: m\nstarted: 2024-02-30\n", ("?", "?")),  # an impossible date
+    (None, ("?", "?")),  # no config.yaml
+])
+def test_run_history_reads_the_config_only_when_it_can(config, shown):
+    from tui.screens.run_view import RunHistory
+
+    run = RunDir(paths.ensure_dir(paths.runs_dir() / "20251129-050000-cfg-0000"))
+    run.write_status("stopped")  # no model or method of its own: they come from config.yaml
+    if config is not None:
+        run.config_path.write_bytes(config)
+    history = RunHistory(run)
+    history.poll()
+    assert (history.model, history.method) == shown
+
+
 async def test_log_tail_shows_train_log_and_follows_it():
     live = fake_run("20251129-090000-live-a1b2", state="running", pid=os.getpid())
     app = TunedeckApp(load_model=False)

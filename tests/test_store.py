@@ -53,6 +53,22 @@ def test_add_get_list_search():
             store.get_try(99)
 
 
+def test_tries_and_ratings_share_one_timestamp(monkeypatch):
+    """Every table stores the same UTC, whole-second ISO timestamp, from one helper."""
+    from datetime import datetime
+
+    from engine import ratings
+    from engine import store as store_module
+
+    stamp = store_module.utc_now()
+    assert datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0
+    assert len(stamp) == len("2026-01-02T03:04:05+00:00")
+    assert ratings._now is store_module.utc_now
+    monkeypatch.setattr(store_module, "utc_now", lambda: "2001-02-03T04:05:06+00:00")
+    with Store() as store:
+        assert store.get_try(add(store)).created_at == "2001-02-03T04:05:06+00:00"
+
+
 def test_export_jsonl(tmp_path):
     with Store() as store:
         ids = [add(store, f"q{i}", f"a{i}") for i in range(3)]

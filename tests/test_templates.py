@@ -116,6 +116,21 @@ def test_save_and_load_user_template_overrides_builtin(tunedeck_home):
     assert [t.name for t in load_templates()].count("sentiment") == 1
 
 
+def test_is_builtin_reads_the_shipped_files_once(monkeypatch):
+    from engine import templates
+
+    reads: list[int] = []
+    real = templates.builtin_templates
+    monkeypatch.setattr(templates, "builtin_templates", lambda: reads.append(1) or real())
+    templates._builtin_names.cache_clear()
+    save_template(PromptTemplate(name="mine", template="{{ prompt }}"))
+    save_template(PromptTemplate(name="sentiment", template="Mine: {{ prompt }}"))
+    assert templates.is_builtin("sentiment")  # shipped, even with a user file replacing it
+    assert templates.is_builtin("instruction")
+    assert not templates.is_builtin("mine")
+    assert len(reads) == 1
+
+
 def test_save_rejects_a_broken_template():
     with pytest.raises(TemplateError):
         save_template(PromptTemplate(name="bad", template="{% for x in %}"))

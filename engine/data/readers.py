@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 
 MAX_LINE_BYTES = 1_000_000  # a JSONL line longer than this is reported, never held in memory
 SPLIT_NAMES = ("train", "validation", "test")
@@ -355,6 +355,6 @@ def _from_hub(repo_id: str, split: str | None) -> Source:
         data = load_dataset(repo_id, split=split or "train")
     except Exception as err:  # network, auth and missing-repo errors all end here
         raise TunedeckError(f"{repo_id}: not a local file, and loading it from the hub failed "
-                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                            f"({type(err).__name__}: {first_line(err)})"
                             "; check the name and your connection") from err
     return ArrowSource(data, f"{repo_id}[{split or 'train'}]")

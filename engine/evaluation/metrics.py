@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 
 TASKS = ("auto", "sql", "classification", "answer", "text")
 # Per-example outcomes; only "correct" counts towards accuracy.
@@ -176,14 +176,12 @@ def transpile_sql(sql: str, dialect: str = "teradata") -> str:
         out = sqlglot.transpile(sql, read=dialect, write="sqlite",
                                 unsupported_level=ErrorLevel.IGNORE)
     except (ParseError, TokenError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SqlSyntaxError(first) from None
+        raise SqlSyntaxError(first_line(err, default=type(err).__name__)) from None
     except RecursionError:
         # A small model's runaway COALESCE(COALESCE(…)) nests deeper than the parser recurses.
         raise SqlSyntaxError("nested too deeply to parse") from None
     except Exception as err:  # any other sqlglot failure on odd model output
-        raise SqlSyntaxError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                             ) from None
+        raise SqlSyntaxError(f"{type(err).__name__}: {first_line(err)}") from None
     statements = [s for s in out if s.strip()]
     if len(statements) != 1:
         raise SqlSyntaxError(f"expected one statement, got {len(statements)}")

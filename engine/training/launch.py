@@ -18,7 +18,7 @@ from typing import Any
 from engine import paths
 from engine.errors import TunedeckError
 from engine.training.config import PROJECT_ROOT, TrainConfig
-from engine.training.rundir import RunDir, new_run_id
+from engine.training.rundir import ACTIVE_STATES, RunDir, new_run_id
 
 
 def runner_command(run_dir: str | Path) -> list[str]:
@@ -48,6 +48,14 @@ def _spawn(run: RunDir, command: list[str]) -> subprocess.Popen:
     # Reap the child when it ends so a long-lived UI does not collect zombies.
     threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
     return proc
+
+
+def _record_pid(run: RunDir, proc: subprocess.Popen) -> None:
+    """The runner records its own pid as it starts; this covers a runner that dies on import.
+    Read after the spawn, since the runner may already have written its status."""
+    status = run.read_status()
+    if not status.get("pid"):
+        run.write_status(status.get("state", "starting"), pid=proc.pid)
 
 
 def create_run(config: TrainConfig, launcher: str = "python", num_processes: int = 1) -> RunDir:
@@ -80,17 +88,16 @@ def launch(config: TrainConfig, launcher: str = "python", num_processes: int = 1
     run = create_run(config, launcher, num_processes)
     command = (accelerate_command(run.path, num_processes) if launcher == "accelerate"
                else runner_command(run.path))
-    proc = _spawn(run, command)
-    # The runner records its own pid as it starts; this covers a runner that dies on import.
-    if not run.read_status().get("pid"):
-        run.write_status(run.read_status().get("state", "starting"), pid=proc.pid)
+    _record_pid(run, _spawn(run, command))
     return run
 
 
 def resume(run: RunDir) -> RunDir:
     """Relaunch a stopped or failed run from its newest checkpoint, appending to its events."""
-    if run.is_active():
-        raise TunedeckError(f"Run {run.id} is still {run.state()}; stop it first "
+    status = run.read_status()
+    state = run.state(status)
+    if state in ACTIVE_STATES:
+        raise TunedeckError(f"Run {run.id} is still {state}; stop it first "
                             f"(tunedeck stop {run.id}).")
     if not run.config_path.is_file():
         raise TunedeckError(f"{run.path} has no config.yaml; it cannot be resumed.")
@@ -99,17 +106,15 @@ def resume(run: RunDir) -> RunDir:
         raise TunedeckError(
             f"Run {run.id} has no checkpoint to resume from. Start it again with: "
             f"tunedeck train {run.config_path}")
-    if run.read_status().get("state") == "done":
+    if status.get("state") == "done":
         raise TunedeckError(f"Run {run.id} has finished; there is nothing to resume.")
-    run.write_status("starting", error=None, pid=None, resumed_from=checkpoint.name,
-                     resumed=time.time())
-    launcher = run.read_status().get("launcher", "python")
-    command = runner_command(run.path) if launcher != "accelerate" else None
-    if command is None:
-        command = accelerate_command(run.path, int(run.read_status().get("num_processes", 1)))
-    proc = _spawn(run, command)
-    if not run.read_status().get("pid"):
-        run.write_status(run.read_status().get("state", "starting"), pid=proc.pid)
+    status = run.write_status("starting", error=None, pid=None, resumed_from=checkpoint.name,
+                              resumed=time.time())
+    if status.get("launcher") == "accelerate":
+        command = accelerate_command(run.path, int(status.get("num_processes", 1)))
+    else:
+        command = runner_command(run.path)
+    _record_pid(run, _spawn(run, command))
     return run
 
 

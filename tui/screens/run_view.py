@@ -23,6 +23,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Log
 
+from engine.adapters import read_run_config
 from engine.errors import TunedeckError
 from engine.training.rundir import ACTIVE_STATES, EventCursor, RunDir
 from tui.screens.base import WorkbenchScreen
@@ -133,7 +134,7 @@ class RunHistory:
     @property
     def config(self) -> dict[str, Any]:
         if self._config is None:
-            self._config = _read_config(self.run.config_path)
+            self._config = read_run_config(self.run)
         return self._config
 
     @property
@@ -176,16 +177,6 @@ def _append_by_step(events: list[dict[str, Any]], event: dict[str, Any]) -> None
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # missing or unreadable: the view works without the config
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class LogTail(Log):
