@@ -24,13 +24,13 @@ import re
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from engine import paths
 from engine.errors import TunedeckError
 from engine.store import Database
+from engine.store import utc_now as _now
 
 SOURCES = ("try", "sample", "eval", "ab", "manual")
 CHOICES = ("a", "b", "tie")
@@ -175,10 +175,6 @@ QueueItem = Completion | Pair
 _UNSET: Any = object()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value if value is not None else {}, ensure_ascii=False, default=str)
 
@@ -232,6 +228,11 @@ def _row_to_completion(row: sqlite3.Row) -> Completion:
         params=_loads(row["params"], {}), extra=_loads(row["extra"], {}), try_id=row["try_id"],
         rating=Rating(thumbs=row["thumbs"], stars=row["stars"], ideal=row["ideal"],
                       comment=row["comment"], updated_at=row["rated_at"]))
+
+
+def _row_to_pair(row: sqlite3.Row, a: Completion, b: Completion) -> Pair:
+    return Pair(id=row["id"], created_at=row["created_at"], a=a, b=b, choice=row["choice"],
+                comment=row["comment"], info=_loads(row["info"], {}))
 
 
 class RatingStore(Database):
@@ -382,6 +383,14 @@ class RatingStore(Database):
             raise TunedeckError(f"No completion with id {completion_id} in {self.path}.")
         return _row_to_completion(row)
 
+    def completion_by_source(self, source_ref: str) -> Completion | None:
+        """The completion recorded under `source_ref` (e.g. ``run:<id>:<step>:<i>``), or None."""
+        # source_ref is UNIQUE, so SQLite's own index on it answers this without a table scan.
+        with self._lock:
+            row = self._conn().execute(f"SELECT {_COMPLETION_COLS} {_FROM} WHERE c.source_ref = ?",
+                                       (source_ref,)).fetchone()
+        return _row_to_completion(row) if row is not None else None
+
     def completions(self, source: str | None = None) -> list[Completion]:
         sql, args = f"SELECT {_COMPLETION_COLS} {_FROM}", []
         if source:
@@ -397,15 +406,15 @@ class RatingStore(Database):
             rows = self._conn().execute("SELECT * FROM pairs ORDER BY id").fetchall()
         byid = {c.id: c for c in (completions if completions is not None
                                   else self.completions())}
-        return [Pair(id=r["id"], created_at=r["created_at"], a=byid[r["a_id"]], b=byid[r["b_id"]],
-                     choice=r["choice"], comment=r["comment"], info=_loads(r["info"], {}))
-                for r in rows]
+        return [_row_to_pair(r, byid[r["a_id"]], byid[r["b_id"]]) for r in rows]
 
     def get_pair(self, pair_id: int) -> Pair:
-        for pair in self.pairs():
-            if pair.id == pair_id:
-                return pair
-        raise TunedeckError(f"No A/B pair with id {pair_id} in {self.path}.")
+        with self._lock:
+            r = self._conn().execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
+            if r is None:
+                raise TunedeckError(f"No A/B pair with id {pair_id} in {self.path}.")
+            return _row_to_pair(r, self.get_completion(r["a_id"]),
+                                self.get_completion(r["b_id"]))
 
     def queue(self, source: str | None = None, unrated_only: bool = False) -> list[QueueItem]:
         """What the Rate screen walks through, oldest first: single completions and A/B pairs.

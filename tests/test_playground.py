@@ -6,7 +6,7 @@ from textual.widgets import Input, Select, SelectionList, TabbedContent, TextAre
 
 from engine.store import Store
 from tui.app import TunedeckApp
-from tui.screens.history import HistoryScreen
+from tui.screens.history import SEARCH_DELAY, HistoryScreen
 from tui.screens.playground import PlaygroundScreen, parse_stops
 from tui.widgets.completion_view import CompletionUpdate, CompletionView
 from tui.widgets.token_meter import TokenMeter
@@ -159,6 +159,51 @@ async def test_template_error_shows_the_line_and_the_meter_follows(default_model
         assert screen.query_one("#meter", TokenMeter).used > 0
 
 
+async def test_a_run_builds_each_prompt_once_and_shows_the_one_it_runs(default_model,
+                                                                          monkeypatch):
+    from engine import strategies
+
+    built: list[str] = []
+    real = strategies.build_prompt
+
+    def counting(template, values, tokenizer, strategy, **kwargs):
+        built.append(strategy.kind)
+        return real(template, values, tokenizer, strategy, **kwargs)
+
+    monkeypatch.setattr(strategies, "build_prompt", counting)
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_playground(pilot, default_model)
+        view = screen.query_one("#prompt-view", TextArea)
+        meter = screen.query_one("#meter", TokenMeter)
+        await set_input(pilot, "#param-max-new", "4")
+        screen.query_one("#var-prompt", TextArea).load_text("What is the capital of France?")
+        await pilot.pause(0.6)
+        shown, used = view.text, meter.used
+        assert "capital of France" in shown and used > 0
+
+        built.clear()
+        await pilot.press("ctrl+r")
+        assert built == ["zero-shot"], "the prompt was built again after the run's own build"
+        assert (view.text, meter.used) == (shown, used)
+        await wait_for(pilot, lambda: not screen._generating)
+        await pilot.pause(0.6)
+        assert built == ["zero-shot"]
+        assert screen.query_one("#out-0", CompletionView).text
+
+        # Compare mode: one build per strategy; the Prompt tab keeps the chosen strategy's.
+        await pilot.press("ctrl+t")
+        screen.query_one("#compare-kinds", SelectionList).deselect("few-shot")
+        await pilot.pause(0.6)
+        built.clear()
+        await pilot.press("ctrl+r")
+        assert built == ["zero-shot", "cot"]
+        assert (view.text, meter.used) == (shown, used)
+        await wait_for(pilot, lambda: not screen._generating)
+        await pilot.pause(0.6)
+        assert built == ["zero-shot", "cot"]
+
+
 async def test_run_without_a_model_says_so():
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -193,7 +238,7 @@ async def test_history_restores_a_try_into_the_playground():
         assert isinstance(history, HistoryScreen)
         assert history.query_one("#history-table").row_count == 2
         await pilot.press("slash", *"hello")
-        await pilot.pause()
+        await pilot.pause(SEARCH_DELAY + 0.25)  # the search runs once the typing pauses
         assert history.query_one("#history-table").row_count == 1
         await pilot.press("enter")  # search box → the table
         await pilot.press("enter")  # the highlighted try → the playground

@@ -173,3 +173,37 @@ async def test_run_view_rates_the_sample_picked_in_the_samples_panel():
     with RatingStore() as ratings:
         (rated,) = [c for c in ratings.completions("sample") if c.rating.judged]
     assert rated.extra["step"] == 20 and rated.rating.thumbs == -1
+
+
+async def test_paging_through_samples_reads_the_run_only_for_a_new_sample(monkeypatch):
+    from textual.app import App
+
+    run = fake_run("20251129-090000-done-c3d4", steps=30, total=60, state="done")
+    imports: list[str] = []
+    real = RatingStore.import_run_samples
+
+    def counting(self, run_id):
+        imports.append(run_id)
+        return real(self, run_id)
+
+    monkeypatch.setattr(RatingStore, "import_run_samples", counting)
+    with RatingStore() as store:
+
+        class Host(App):
+            def compose(self):
+                yield RatingBar(store)
+
+        app = Host()
+        async with app.run_test():
+            bar = app.query_one(RatingBar)
+            bar.show_sample(run.id, 30)
+            assert bar.item.source_ref == f"run:{run.id}:30:0" and len(imports) == 1
+            for step in (20, 10, 20, 30):  # ↑ / ↓ in the samples panel
+                bar.show_sample(run.id, step)
+                assert bar.item.completion == f"SELECT count(*) FROM singer -- step {step}"
+            assert len(imports) == 1, "each key re-read the run's events"
+            run.append_event("sample", step=40, prompt="p", reference="r", completion="new")
+            bar.show_sample(run.id, 40)
+            assert bar.item.completion == "new" and len(imports) == 2
+            bar.show_sample(run.id, 50)  # never written: nothing to rate
+            assert bar.item is None

@@ -182,6 +182,44 @@ def test_training_samples_from_a_run(tmp_path):
     assert c.model == "smollm2-135m-instruct"
 
 
+def test_a_completion_is_found_by_its_source_through_the_index(tmp_path):
+    with RatingStore(tmp_path / "h.db") as store:
+        ids = [add(store, f"q{i}", f"a{i}", source="sample", source_ref=f"run:r:{i}:0")
+               for i in range(3)]
+        store.rate(ids[1], stars=3)
+        seen: list[str] = []
+        store._conn().set_trace_callback(seen.append)
+        found = store.completion_by_source("run:r:1:0")
+        assert store.completion_by_source("run:r:9:0") is None
+        store._conn().set_trace_callback(None)
+        assert (found.id, found.completion, found.rating.stars) == (ids[1], "a1", 3)
+        # One row read through source_ref's unique index, not a scan of every completion.
+        plans = [" ".join(row[3] for row in store._conn().execute(f"EXPLAIN QUERY PLAN {sql}"))
+                 for sql in seen]
+        assert plans and all("USING INDEX sqlite_autoindex_completions" in p for p in plans)
+        assert not any("SCAN" in p for p in plans)
+
+
+def test_get_pair_reads_one_pair(tmp_path, monkeypatch):
+    with RatingStore(tmp_path / "h.db") as store:
+        made = []
+        for q in ("x", "y", "z"):
+            a, b = add(store, q, "A", source="ab"), add(store, q, "B", source="ab")
+            made.append(store.add_pair(a, b, info={"q": q}))
+        store.choose(made[1], "b", comment="shorter")
+        expected = {p.id: p for p in store.pairs()}[made[1]]
+
+        def everything(*args, **kwargs):
+            raise AssertionError("get_pair read every pair or completion")
+
+        monkeypatch.setattr(store, "pairs", everything)
+        monkeypatch.setattr(store, "completions", everything)
+        assert store.get_pair(made[1]) == expected
+        assert store.get_pair(made[1]).info == {"q": "y"}
+        with pytest.raises(TunedeckError, match="No A/B pair with id 99"):
+            store.get_pair(99)
+
+
 def test_queue_filters_and_progress(tmp_path):
     with RatingStore(tmp_path / "h.db") as store:
         ids = [add(store, f"q{i}", "a", source="try" if i < 3 else "eval") for i in range(5)]

@@ -13,12 +13,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from engine.errors import TunedeckError
 from tui.screens.base import WorkbenchScreen, describe_error
 
 PAGE = 200
+SEARCH_DELAY = 0.25  # seconds of quiet typing before the search runs
 
 
 def _one_line(text: Any, limit: int) -> str:
@@ -86,6 +88,7 @@ class HistoryScreen(WorkbenchScreen):
         self._store = store
         self._own_store = store is None
         self._tries: dict[int, Any] = {}
+        self._search_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -147,12 +150,24 @@ class HistoryScreen(WorkbenchScreen):
     def _row_selected(self) -> None:
         self.action_use()
 
+    # The search reads the database on the UI thread: one query per pause in the typing, not
+    # one per key.
     @on(Input.Changed, "#history-search")
-    def _search_changed(self, event: Input.Changed) -> None:
-        self.reload(event.value)
+    def _search_changed(self) -> None:
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._search_timer = self.set_timer(SEARCH_DELAY, self._run_search)
+
+    def _run_search(self) -> None:
+        self._search_timer = None
+        self.reload(self.query_one("#history-search", Input).value)
 
     @on(Input.Submitted, "#history-search")
     def _search_done(self) -> None:
+        # Enter right after typing must land on the rows of what was typed.
+        if self._search_timer is not None:
+            self._search_timer.stop()
+            self._run_search()
         self.query_one("#history-table", DataTable).focus()
 
     def action_search(self) -> None:
@@ -181,5 +196,7 @@ class HistoryScreen(WorkbenchScreen):
         self.notify(f"{count} tries written to {out}", title="Exported")
 
     def on_unmount(self) -> None:
+        if self._search_timer is not None:
+            self._search_timer.stop()
         if self._own_store and self._store is not None:
             self._store.close()

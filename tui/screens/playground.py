@@ -537,8 +537,12 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         else:
             self._refresh_timer = self.set_timer(REFRESH_DELAY, self.refresh_prompt)
 
-    def refresh_prompt(self) -> Any:
-        """Re-render the prompt and count it; returns the BuiltPrompt or None (error shown)."""
+    def refresh_prompt(self, ready: Any = None) -> Any:
+        """Re-render the prompt and count it; returns the BuiltPrompt or None (error shown).
+
+        `ready`: the BuiltPrompt of the current template, values and strategy when the caller
+        has just built it (a run), so it is shown without being built and tokenized again.
+        """
         from engine.templates import TemplateError, render_text
 
         self._refresh_timer = None
@@ -564,7 +568,8 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
                 warnings.update("")
                 meter.clear("no model yet: tokens are counted once it is loaded")
                 return None
-            built = self._build(template, values, self.strategy(), loaded)
+            built = ready if ready is not None else self._build(template, values, self.strategy(),
+                                                                  loaded)
         except TemplateError as err:
             error.update(_template_error_text(err))
             warnings.update(_template_error_text(err))
@@ -600,8 +605,9 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
             return
         try:
             template = self.current_template()
-            template.variables()
-            values = {name: self._values.get(name, "") for name in self._variables}
+            # The template's own variables, as refresh_prompt reads them: the prompt shown is
+            # then the one that runs, even before a pending refresh has added a new variable.
+            values = {name: self._values.get(name, "") for name in template.variables()}
             params = self.params()
             kinds = self.compare_kinds() if self._compare else [self.strategy().kind]
             if self._compare and not 2 <= len(kinds) <= MAX_PANES:
@@ -622,11 +628,15 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
             if all(job.error for job in jobs):
                 raise TunedeckError(jobs[0].error)
             jobs = self.adapter_jobs(jobs, loaded)
+            shown = self.strategy()  # the strategy the Prompt tab and the meter show
         except TunedeckError as err:
             self._set_status(str(err), error=True)
             self.notify(str(err), title="Cannot run", severity="error")
             return
-        self.refresh_prompt()
+        if self._refresh_timer is not None:  # typed just before Ctrl+R: shown below already
+            self._refresh_timer.stop()
+        self.refresh_prompt(next((job.built for job in jobs
+                                  if job.built is not None and job.strategy == shown), None))
         panes = self._ensure_panes(len(jobs))
         self._rate_nothing("generating…")  # the previous output is being replaced
         for job, pane in zip(jobs, panes, strict=True):

@@ -120,10 +120,14 @@ class RatingBar(Widget):
 
     def show_sample(self, run_id: str, step: int, index: int = 0) -> None:
         """Rate the `index`-th sample a run wrote at `step`: the Train / Runs samples' hook."""
-        self.store.import_run_samples(run_id)
-        found = [c for c in self.store.completions("sample")
-                 if c.source_ref == f"run:{run_id}:{step}:{index}"]
-        self.show(found[0] if found else None)
+        ref = f"run:{run_id}:{step}:{index}"
+        found = self.store.completion_by_source(ref)
+        if found is None:
+            # Only a sample not seen before needs the run's events read in; paging through the
+            # samples panel must not re-read the whole events file at every key.
+            self.store.import_run_samples(run_id)
+            found = self.store.completion_by_source(ref)
+        self.show(found)
 
     def _render_state(self) -> None:
         self.query_one("#rating-state", Static).update(describe(self.item))
