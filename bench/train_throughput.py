@@ -208,6 +208,49 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     return {k: n / s for k, (s, n) in totals.items()}
 
 
+def eval_loss(rows: int, batch: int, max_len: int) -> dict:
+    """`evaluate()` on the validation split: the baseline `Trainer` (sequential batches, full
+    logits) against `FastSFTTrainer` (length order, shared prefix, head at trained positions), on
+    the same LoRA model in one process. Returns seconds and eval loss of each."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+    from trl import SFTConfig
+
+    from engine import models
+    from engine.training import data as tdata
+    from engine.training.trainers import FastSFTTrainer
+
+    torch.manual_seed(0)
+    loaded = models.load(None)
+    tok = loaded.tokenizer
+    model = get_peft_model(loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                                    target_modules="all-linear",
+                                                    task_type="CAUSAL_LM"))
+    convs = tdata.conversations(ROOT / "sample_data" / "text_to_sql", {}, "validation", rows)
+    dataset, _ = tdata.build_dataset(tok, convs, max_len)
+    common = dict(output_dir="/tmp/tunedeck-bench", per_device_eval_batch_size=batch,
+                  report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False,
+                  bf16=False)  # SFTConfig would default to bf16 where the CPU has it
+    collate = _pad_collator(tok.pad_token_id)
+    trainers = {
+        "baseline": Trainer(model=model, args=TrainingArguments(**common), eval_dataset=dataset,
+                            data_collator=collate),
+        "ours": FastSFTTrainer(model=model, args=SFTConfig(**common, max_length=max_len),
+                               train_dataset=dataset, eval_dataset=dataset,
+                               processing_class=tok, data_collator=collate),
+    }
+    out = {}
+    for round_ in range(2):  # the first round warms both up
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            metrics = trainer.evaluate()
+            if round_:
+                out[name] = (time.perf_counter() - start, metrics["eval_loss"])
+    out["rows"] = len(dataset)
+    return out
+
+
 class _LossOnly:
     """The attributes FastSFTTrainer.compute_loss reads, without building a trainer."""
 
@@ -284,8 +327,17 @@ def main() -> None:
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS", default=0,
                         help="only alternate the two loss paths batch by batch for ROUNDS rounds "
                         "(robust on a busy machine)")
+    parser.add_argument("--eval-loss", action="store_true",
+                        help="only time evaluate() on the validation split, both paths")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.eval_loss:
+        r = eval_loss(args.rows, args.batch, args.max_len)
+        (b_s, b_loss), (o_s, o_loss) = r["baseline"], r["ours"]
+        print(f"evaluate() on {r['rows']} validation rows, batch {args.batch}: baseline "
+              f"{b_s:.1f} s (eval loss {b_loss:.4f}), ours {o_s:.1f} s (eval loss {o_loss:.4f}), "
+              f"ratio {b_s / o_s:.2f}x")
+        return
     if args.interleaved:
         rates = interleaved(args.rows, args.batch, args.max_len, args.interleaved)
         print(f"interleaved fwd+bwd, {args.interleaved} rounds: baseline "

@@ -273,3 +273,38 @@ def test_fast_loss_runs_in_the_trainers_mixed_precision(tiny_model_dir, tmp_path
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
         seen[bf16] = set(dtypes)
     assert seen == {False: {torch.float32}, True: {torch.bfloat16}}
+
+
+def test_evaluation_takes_the_fast_path_in_length_order(tiny_model_dir, tmp_path):
+    """Evaluate keeps only the loss (no compute_metrics): the fast path serves it, with the same
+    loss as the model's own; rows go in length order; asking for metrics gets real logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from engine.training.trainers import FastSFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    convs = tdata.conversations(SENTIMENT, {}, "train", limit=12)
+    dataset, _ = tdata.build_dataset(tokenizer, convs, 128)
+    args = SFTConfig(output_dir=str(tmp_path), per_device_eval_batch_size=4, use_cpu=True,
+                     bf16=False, report_to="none", max_length=128, disable_tqdm=True)
+    trainer = FastSFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dataset,
+                             processing_class=tokenizer)
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = list(trainer._get_eval_sampler(dataset))
+    assert sorted(order) == list(range(len(lengths)))
+    assert [lengths[i] for i in order] == sorted(lengths)
+    batch = next(iter(trainer.get_eval_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+        reference = model(**batch).loss
+    assert set(outputs) == {"loss"}
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-4)
+    assert "eval_loss" in trainer.evaluate()
+    trainer.compute_metrics = lambda _p: {}
+    with torch.no_grad():
+        _, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    assert outputs.logits.shape[-1] == model.config.vocab_size

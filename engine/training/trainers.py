@@ -11,6 +11,7 @@
    back into the one prefix pass, so loss and gradients equal the per-row computation (checked
    to 1e-5 by a test). On the text-to-SQL sample 142 of 215 tokens per row are such a prefix.
 
+Evaluation keeps only the loss, so it takes the same path, with rows in length order.
 `bench/train_throughput.py` measures it against a plain `transformers.Trainer` + PEFT (see
 docs/benchmarks.md). Everything else — callbacks, checkpoints, resume, evaluation — is the
 trainer's own.
@@ -84,6 +85,14 @@ class FastSFTTrainer(SFTTrainer):
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return LengthSortedBatchSampler(lengths, self.args.train_batch_size, self.args.seed)
 
+    def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
+        # Evaluation in length order: little padding, and batches whose rows share a prefix.
+        if (self.args.world_size > 1 or eval_dataset is None or "input_ids" not in getattr(
+                eval_dataset, "column_names", [])):
+            return super()._get_eval_sampler(eval_dataset)
+        lengths = [len(ids) for ids in eval_dataset["input_ids"]]
+        return sorted(range(len(lengths)), key=lengths.__getitem__)
+
     # ------------------------------------------------------------------ loss
     def _head_and_decoder(self, model: Any) -> tuple[Any, Any] | None:
         inner = self.accelerator.unwrap_model(model)
@@ -102,7 +111,10 @@ class FastSFTTrainer(SFTTrainer):
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         labels = inputs.get("labels")
-        if return_outputs or labels is None:
+        # Evaluation asks for outputs too, but without compute_metrics it keeps only the loss
+        # (Trainer.evaluate sets prediction_loss_only): so it takes the fast path as well.
+        wants_logits = return_outputs and (model.training or self.compute_metrics is not None)
+        if wants_logits or labels is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         targets = labels[:, 1:]
         keep = targets != IGNORE
@@ -135,7 +147,7 @@ class FastSFTTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         if model.training and "attention_mask" in inputs:
             self.tokens_seen += int(inputs["attention_mask"].sum())
-        return loss
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
 def shared_prefix_length(inputs: dict[str, Any], keep: torch.Tensor) -> int:
