@@ -150,7 +150,7 @@ def test_kto_from_an_sft_adapter_keeps_it_as_the_reference(exports, tiny_model_d
 def test_bad_preference_configs_and_data_are_explained(tmp_path, tiny_model_dir):
     from engine.training.preference import load_rows
 
-    with pytest.raises(ConfigError, match="adapter: 'no-such-run'"):
+    with pytest.raises(ConfigError, match="adapter: No run 'no-such-run'.*RUN_ID:checkpoint-N"):
         config(tiny_model_dir, tiny_model_dir / "config.json", "dpo",
                adapter="no-such-run").validate(device_checks=False)
     with pytest.raises(ConfigError, match="beta"):

@@ -143,3 +143,26 @@ def test_auto_precision_follows_the_device_and_the_measured_cpu(monkeypatch):
     assert mixed_precision(auto, "cuda", "float16")[0] == "fp16"
     assert mixed_precision(auto, "cuda", "bfloat16")[0] == "bf16"
     assert mixed_precision(auto, "mps", "float16")[0] == "fp32"
+
+
+def test_preference_adapter_takes_every_form_the_other_commands_take(tmp_path):
+    """Run id, id prefix, RUN:checkpoint-N and folders, as `tunedeck export` and the Playground
+    accept them; anything else is a ConfigError naming the setting."""
+    from engine import paths
+    from engine.training.preference import resolve_adapter
+
+    run = paths.ensure_dir(paths.runs_dir()) / "20261129-000000-sft-abcd"
+    for folder in (run / "adapter", run / "checkpoints" / "checkpoint-20"):
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+    (run / "config.yaml").write_text("method: lora\n")
+    assert resolve_adapter(run.name) == (run / "adapter").resolve()
+    assert resolve_adapter("sft-abcd") == (run / "adapter").resolve()
+    assert resolve_adapter(f"{run.name}:checkpoint-20") == (
+        run / "checkpoints" / "checkpoint-20").resolve()
+    assert resolve_adapter(str(run / "adapter")) == (run / "adapter").resolve()
+    with pytest.raises(ConfigError, match=r"^adapter: .*nope"):
+        resolve_adapter("nope")
+    config = TrainConfig(method="dpo", adapter="nope")
+    with pytest.raises(ConfigError, match="adapter: "):
+        config.validate(device_checks=False)

@@ -30,17 +30,16 @@ PASSTHROUGH_PREFIXES = ("rewards/", "logps/", "logits/", "kl")
 
 
 def resolve_adapter(ref: str) -> Path:
-    """An adapter folder from a run id (its adapter/) or a path; ConfigError when neither."""
-    from engine.training.rundir import runs_root
+    """The adapter folder of RUN_ID (or an id prefix), RUN_ID:checkpoint-N, RUN_ID:latest or a
+    folder, as everywhere else (`engine.adapters.resolve`); ConfigError naming the setting."""
+    from engine.adapters import resolve
 
-    candidates = [Path(ref).expanduser(), Path(ref).expanduser() / "adapter",
-                  runs_root() / ref / "adapter"]
-    for path in candidates:
-        if (path / "adapter_config.json").is_file():
-            return path.resolve()
-    raise ConfigError(f"adapter: {ref!r} is neither a run with a finished adapter nor a folder "
-                      "holding adapter_config.json. Give a run id from `tunedeck runs` or the "
-                      "path of an adapter folder.")
+    try:
+        return resolve(ref).path.resolve()
+    except TunedeckError as err:
+        raise ConfigError(f"adapter: {err} The adapter to start from is a run id (its final "
+                          "adapter), RUN_ID:checkpoint-N, or a folder holding "
+                          "adapter_config.json.") from None
 
 
 # --------------------------------------------------------------------------- data
