@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine.data import (
@@ -99,3 +101,42 @@ def test_duplicates_stay_in_one_split_and_leakage_is_reported():
     [leak] = leakage(leaky)
     assert (leak.split, leak.line, leak.other_split, leak.other_line) == ("test", 99, "train", 8)
     assert "exact duplicate" in str(leak)
+
+
+class _WordTokenizer:
+    """One token per word: enough to count lengths without loading a model."""
+
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        def ids(t):
+            return [0] * len(t.split()) + ([1] if add_special_tokens else [])
+
+        return {"input_ids": ids(text) if isinstance(text, str) else [ids(t) for t in text]}
+
+
+def _with_duplicates(tmp_path):
+    path = tmp_path / "dups.jsonl"
+    lines = [json.dumps({"prompt": f"q{i % 4}", "completion": "a"}) for i in range(10)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_stats_take_the_duplicate_count_from_the_report(tmp_path, monkeypatch):
+    report = validate(_with_duplicates(tmp_path), keep=10**9)
+    assert (report.duplicates, report.scanned) == (6, 10)
+    counted = compute_stats(report.examples, _WordTokenizer()).duplicates
+    assert counted == 6
+
+    def no_second_pass(self):
+        raise AssertionError("duplicates were counted again")
+
+    monkeypatch.setattr(Example, "key", no_second_pass)
+    assert compute_stats(report.examples, _WordTokenizer(), report=report).duplicates == 6
+
+
+def test_stats_count_duplicates_of_a_partial_report_themselves(tmp_path):
+    # The report's count is for the whole file; these 5 rows hold only 1 duplicate.
+    report = validate(_with_duplicates(tmp_path), keep=5)
+    stats = compute_stats(report.examples, _WordTokenizer(), report=report)
+    assert (stats.rows, stats.duplicates, report.duplicates) == (5, 1, 6)

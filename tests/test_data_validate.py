@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
 
 import pytest
 
-from engine.data import load_examples, validate
+from engine.data import detect_schema, load_examples, validate
 from engine.errors import TunedeckError
 
 BAD = Path(__file__).parent / "fixtures" / "data" / "bad"
@@ -124,3 +126,64 @@ def test_load_examples_nothing_usable_raises():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(TunedeckError, match="no such file"):
         validate(tmp_path / "nope.jsonl")
+
+
+BOM_MESSAGE = "file starts with a UTF-8 byte-order mark (BOM)"
+BOM_FIX = "save the file as UTF-8 without BOM (it was skipped)"
+
+
+@pytest.mark.parametrize("name, body", [
+    ("bom.jsonl", b'{"prompt": "q", "completion": "a"}\n'),
+    ("bom.json", b'[{"prompt": "q", "completion": "a"}]'),
+    ("bom.csv", b"prompt,completion\nq,a\n"),
+    ("bom.tsv", b"prompt\tcompletion\nq\ta\n"),
+])
+def test_bom_is_the_same_warning_in_every_format(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body)
+    report = validate(path, keep=1)
+    [issue] = report.issues
+    assert (issue.code, issue.line, issue.field, issue.severity) == ("bom", 1, None, "warning")
+    assert (issue.message, issue.fix) == (BOM_MESSAGE, BOM_FIX)
+    # The BOM is skipped, not glued to the first column or value.
+    assert [(e.prompt, e.completion) for e in report.examples] == [("q", "a")]
+    assert (report.usable, report.rows) == (1, 1)
+
+
+def _count_detections(monkeypatch):
+    # `engine.data.validate` the attribute is the function; the module is what scans.
+    scan_module = importlib.import_module("engine.data.validate")
+    calls = []
+
+    def counting(columns, row=None):
+        calls.append(row)
+        return detect_schema(columns, row)
+
+    monkeypatch.setattr(scan_module, "detect_schema", counting)
+    return calls
+
+
+def test_schema_is_detected_once_per_row(tmp_path, monkeypatch):
+    # Past the 200-row vote window, with a row of another layout and a row of none inside it.
+    path = tmp_path / "many.jsonl"
+    rows = [{"prompt": f"q{i}", "completion": "a"} for i in range(300)]
+    rows[5] = {"prompt": "q", "chosen": "c", "rejected": "r"}
+    rows[9] = {"question": "q"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{oops\n", encoding="utf-8")
+    calls = _count_detections(monkeypatch)
+    report = validate(path)
+    assert len(calls) == 300  # the broken line has no row to look at
+    assert report.schema == "prompt_completion" and report.usable == 298
+    assert [(i.code, i.line) for i in report.issues] == [
+        ("mixed_schema", 6), ("missing_field", 10), ("missing_field", 10), ("invalid_json", 301)]
+
+
+def test_unknown_layout_message_comes_from_the_one_detection(monkeypatch):
+    calls = _count_detections(monkeypatch)
+    report = validate(BAD / "unknown_columns.jsonl")
+    assert len(calls) == 1
+    [issue] = report.issues
+    assert issue.message == "columns (question, reply) match no known layout"
+    assert issue.fix == ("expected prompt/completion (+instruction), messages, text, "
+                         "instruction/input/output, prompt/chosen/rejected or "
+                         "prompt/completion/label — or map yours with --map theirs=prompt,…")

@@ -35,6 +35,16 @@ class Record:
     field: str | None = None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _bom_record() -> Record:
+    """The one BOM warning every reader yields, so it reads the same whatever the format."""
+    return Record(1, code="bom", severity="warning",
+                  message="file starts with a UTF-8 byte-order mark (BOM)",
+                  fix="save the file as UTF-8 without BOM (it was skipped)")
+
+
 class Source:
     """One readable dataset: where it is, how its positions are named, and its rows."""
 
@@ -76,11 +86,9 @@ class JsonlSource(Source):
                                  f"{self.max_line_bytes:,}; it was not read",
                                  fix="split the row, or raise the limit (--max-line-bytes)")
                     continue
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                    yield Record(1, code="bom", severity="warning",
-                                 message="file starts with a UTF-8 byte-order mark (BOM)",
-                                 fix="save the file as UTF-8 without BOM (it was skipped)")
+                if number == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM):]
+                    yield _bom_record()
                 yield from _jsonl_line(number, raw, decoder)
 
 
@@ -130,11 +138,9 @@ class JsonArraySource(Source):
         data = self.path.read_bytes()
         self._done = len(data)
         start = 0
-        if data.startswith(b"\xef\xbb\xbf"):
-            start = 3
-            yield Record(1, code="bom", severity="warning",
-                         message="file starts with a UTF-8 byte-order mark (BOM)",
-                         fix="save the file as UTF-8 without BOM (it was skipped)")
+        if data.startswith(_BOM):
+            start = len(_BOM)
+            yield _bom_record()
         try:
             text = data[start:].decode("utf-8")
         except UnicodeDecodeError as err:
@@ -200,9 +206,7 @@ class CsvSource(Source):
             reader = csv.reader(fh, delimiter="\t" if self.path.suffix.lower() == ".tsv" else ",")
             header = next(reader, None)
             if head == "\ufeff":
-                yield Record(1, code="bom", severity="warning",
-                             message="file starts with a UTF-8 byte-order mark (BOM)",
-                             fix="save the file as UTF-8 without BOM (it was skipped)")
+                yield _bom_record()
             if header is None:
                 return
             header = [h.strip() for h in header]
@@ -323,7 +327,7 @@ def open_source(path: str | Path, split: str | None = None,
 
 def _first_char(p: Path) -> str:
     with open(p, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+        head = fh.read(4096).lstrip(_BOM).lstrip()
     return chr(head[0]) if head else ""
 
 

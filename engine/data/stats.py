@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.data.schema import Example
+from engine.data.validate import Report
 
 # Completions this short, with this few distinct values, are categories (labels), not text.
 LABEL_MAX_CHARS = 40
@@ -111,7 +112,13 @@ def label_distribution(examples: Iterable[Example]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def compute_stats(examples: Sequence[Example], tokenizer: Any, bins: int = 10) -> Stats:
+def compute_stats(examples: Sequence[Example], tokenizer: Any, bins: int = 10,
+                  report: Report | None = None) -> Stats:
+    """Token lengths, their histogram, labels and exact duplicates of `examples`.
+
+    `report` is the validation report the examples came from: when they are all of its scanned
+    rows, its duplicate count is theirs, so they are not hashed a second time.
+    """
     counter = TokenCounter(tokenizer)
     pairs: list[tuple[int, int]] = []
     for i in range(0, len(examples), 512):
@@ -119,6 +126,17 @@ def compute_stats(examples: Sequence[Example], tokenizer: Any, bins: int = 10) -
     prompts = [p for p, _ in pairs]
     completions = [c for _, c in pairs]
     totals = [p + c + counter.overhead for p, c in pairs]
+    if report is not None and len(examples) == report.scanned:
+        dups = report.duplicates
+    else:
+        dups = _count_duplicates(examples)
+    return Stats(rows=len(examples), prompt_tokens=Summary.of(prompts),
+                 completion_tokens=Summary.of(completions), total_tokens=Summary.of(totals),
+                 template_overhead=counter.overhead, histogram=histogram(totals, bins),
+                 labels=label_distribution(examples), duplicates=dups, lengths=totals)
+
+
+def _count_duplicates(examples: Iterable[Example]) -> int:
     seen: set[tuple] = set()
     dups = 0
     for ex in examples:
@@ -126,7 +144,4 @@ def compute_stats(examples: Sequence[Example], tokenizer: Any, bins: int = 10) -
         if key in seen:
             dups += 1
         seen.add(key)
-    return Stats(rows=len(examples), prompt_tokens=Summary.of(prompts),
-                 completion_tokens=Summary.of(completions), total_tokens=Summary.of(totals),
-                 template_overhead=counter.overhead, histogram=histogram(totals, bins),
-                 labels=label_distribution(examples), duplicates=dups, lengths=totals)
+    return dups

@@ -13,10 +13,11 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from engine.data.readers import MAX_LINE_BYTES, Source, open_source
+from engine.data.readers import MAX_LINE_BYTES, Record, Source, open_source
 from engine.data.schema import (
     REQUIRED,
     Example,
@@ -33,6 +34,9 @@ _SCHEMA_WINDOW = 200  # rows read before the file's schema is decided (majority 
 
 # Overlong rows are unusable unless the user chooses what to do with them.
 OVERLONG_CHOICES = ("error", "truncate", "skip")
+
+# A record, its row under the column mapping, and that row's layout (or why it has none).
+_Read = tuple[Record, dict | None, str | ValueError | None]
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Report:
     counts: Counter = field(default_factory=Counter)  # exact number of issues per code
     unusable_by_reason: Counter = field(default_factory=Counter)  # code → rows not usable
     duplicates: int = 0
+    scanned: int = 0  # rows checked for duplicates: the usable ones, before any length check
     max_len: int | None = None
     tokenizer: str | None = None
     overlong: str = "error"
@@ -150,42 +155,42 @@ class Scan:
     def _unusable(self, code: str) -> None:
         self.report.unusable_by_reason[code] += 1
 
-    def _detect(self, row: dict) -> str | None:
+    def _read(self, rec: Record) -> _Read:
+        """The record, its row under the mapping, and that row's own layout (or why it has
+        none): worked out once, as both the schema vote and the row checks need them."""
+        if rec.row is None:
+            return rec, None, None
+        row = apply_mapping(rec.row, self.mapping)
         try:
-            return detect_schema(row.keys(), row)
-        except ValueError:
-            return None
+            return rec, row, detect_schema(row.keys(), row)
+        except ValueError as err:
+            return rec, row, err
 
     def __iter__(self) -> Iterator[Example]:
         records = self.source.records()
-        window: list[Any] = []
+        window: list[_Read] = []
         votes: Counter[str] = Counter()
         for rec in records:
-            window.append(rec)
-            if rec.row is not None:
-                detected = self._detect(apply_mapping(rec.row, self.mapping))
-                if detected is not None:
-                    votes[detected] += 1
-            if sum(votes.values()) >= _SCHEMA_WINDOW:
-                break
+            read = self._read(rec)
+            window.append(read)
+            if isinstance(read[2], str):
+                votes[read[2]] += 1
+                if votes.total() >= _SCHEMA_WINDOW:
+                    break
         if votes:
             # The most common layout wins; Counter keeps first-seen order, so ties go to the
             # layout seen first.
             self.report.schema = max(votes, key=lambda k: votes[k])
 
-        def all_records() -> Iterator[Any]:
-            yield from window
-            yield from records
-
-        for rec in all_records():
+        for rec, row, own in chain(window, map(self._read, records)):
             if self.cancel is not None and self.cancel():
                 raise TunedeckError("cancelled")
-            example = self._one(rec)
+            example = self._one(rec, row, own)
             if example is not None:
                 yield example
         self._finish()
 
-    def _one(self, rec: Any) -> Example | None:
+    def _one(self, rec: Record, row: dict | None, own: str | ValueError | None) -> Example | None:
         log = self.log
         if rec.code:
             log.add(rec.severity, rec.code, rec.line, rec.field, rec.message, rec.fix)
@@ -195,21 +200,19 @@ class Scan:
                 self.report.rows += 1
                 self._unusable(rec.code)
                 return None
-        if rec.row is None:
+        if row is None:
             return None
         self.report.rows += 1
-        row = apply_mapping(rec.row, self.mapping)
         schema = self.report.schema
-        own = self._detect(row)
         if schema is None:
-            if own is None:
-                text = str(_unknown(row))
-                what, _, fix = text.partition("; ")
+            if isinstance(own, ValueError):
+                what, _, fix = str(own).partition("; ")
                 log.add("error", "unknown_schema", rec.line, None, what, fix)
                 self._unusable("unknown_schema")
                 return None
             self.report.schema = schema = own
-        if own is not None and not same_family(own, schema):
+        # Identity first: nearly every row has the file's layout, and this runs once per row.
+        if own is not schema and isinstance(own, str) and not same_family(own, schema):
             need = ", ".join(REQUIRED[schema])
             odd = next((c for c in REQUIRED[own] if c not in REQUIRED[schema]), None)
             log.add("error", "mixed_schema", rec.line, odd,
@@ -235,6 +238,7 @@ class Scan:
         if report.rows == 0 and not self.log.counts.get("not_utf8"):
             self.log.add("error", "empty_file", 0, None, "the file holds no rows",
                          "add rows, one JSON object per line (or check you opened the right file)")
+        report.scanned = len(self._hashes)
         self._find_duplicates()
         report.issues = sorted(self.log.issues, key=lambda i: (i.line, i.severity != "error"))
         report.counts = self.log.counts
@@ -263,14 +267,6 @@ class Scan:
                          f"exact duplicate of {'line' if self.log.unit == 'line' else 'row'} "
                          f"{first}", "remove the repeated row (it weighs twice in training)")
         self.report.duplicates = len(same)
-
-
-def _unknown(row: dict) -> ValueError:
-    try:
-        detect_schema(row.keys(), row)
-    except ValueError as err:
-        return err
-    return ValueError("unknown layout")
 
 
 def scan(path: str | Path, mapping: dict[str, str] | None = None, split: str | None = None,

@@ -114,7 +114,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if not examples:
         print_report(out, report)
         return 1
-    stats = data.compute_stats(examples, _tokenizer(args.model), bins=args.bins)
+    stats = data.compute_stats(examples, _tokenizer(args.model), bins=args.bins, report=report)
     out.print(f"{report.path}: {stats.rows:,} usable rows of {report.rows:,}, schema "
               f"{report.schema}, {stats.duplicates:,} exact duplicates")
     table = Table(title=f"tokens (chat template adds {stats.template_overhead})",

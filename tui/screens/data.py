@@ -226,7 +226,7 @@ class DataScreen(WorkbenchScreen):
 
                     tokenizer = models.load_tokenizer(tokenizer)
                 if tokenizer is not None:
-                    stats = data.compute_stats(report.examples, tokenizer)
+                    stats = data.compute_stats(report.examples, tokenizer, report=report)
             except Exception as err:  # token stats are a bonus: the report still shows
                 note = f"token lengths unavailable: {err}"
         return Loaded(report, stats, note)
