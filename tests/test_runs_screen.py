@@ -295,5 +295,12 @@ def test_snapshot_runs_screen(snap_compare, utc):
 
 def test_snapshot_run_view(snap_compare, utc):
     three_runs()
+
+    async def open_run(pilot):
+        await pilot.press("f5", "enter")
+        await pilot.pause()
+        # The rating bar records the newest sample in a worker: shoot what it settles on.
+        await pilot.app.workers.wait_for_complete()
+
     assert snap_compare(TunedeckApp(load_model=False), terminal_size=(80, 24),
-                        press=["f5", "enter"])
+                        run_before=open_run)

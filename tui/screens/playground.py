@@ -186,7 +186,6 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         self._compare = False
         self._refresh_timer: Timer | None = None
         self._store: Any = None
-        self._ratings: Any = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -253,16 +252,8 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
                 yield Static("", id="pg-status", markup=False)
                 with Grid(id="outputs"):
                     yield CompletionView("output", id="out-0")
-                yield RatingBar(self.ratings, id="pg-rating")
+                yield RatingBar(id="pg-rating")
         yield Footer()
-
-    @property
-    def ratings(self) -> Any:
-        if self._ratings is None:
-            from engine.ratings import RatingStore
-
-            self._ratings = RatingStore()  # opens the database on first use, not here
-        return self._ratings
 
     def on_mount(self) -> None:
         self.query_one("#pg-left").border_title = "prompt"
@@ -941,8 +932,6 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
             self._cancel.set()
         if self._store is not None:
             self._store.close()
-        if self._ratings is not None:
-            self._ratings.close()
 
 
 def _template_error_text(err: Any) -> str:

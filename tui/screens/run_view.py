@@ -8,7 +8,8 @@ except through the run directory and `engine.training.launch` (stop / resume).
 The rating bar under the samples points at the newest sample (or the one picked with ↑ / ↓ in
 the samples panel), so the Rate screen's keys (1-5, + / -, e) rate it in place; the rating is
 kept with the run id, step and sample index, the same record the Rate screen's import of this
-run makes.
+run makes. Recording a sample the ratings database has not seen yet reads the whole events file
+into it, so the bar does that in a worker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Log
 
 from engine.adapters import read_run_config
-from engine.errors import TunedeckError
 from engine.training.rundir import ACTIVE_STATES, EventCursor, RunDir
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.loss_chart import LossChart, Series
@@ -242,16 +242,6 @@ class RunView(Vertical):
         super().__init__(id=id)
         self.run = run
         self.history = RunHistory(run)
-        self._ratings: Any = None
-        self._rated: tuple[int, int] | None = None  # (step, index) the rating bar shows
-
-    @property
-    def ratings(self) -> Any:
-        if self._ratings is None:
-            from engine.ratings import RatingStore
-
-            self._ratings = RatingStore()  # opens the database on first use, not here
-        return self._ratings
 
     def compose(self) -> ComposeResult:
         yield RunProgress(id="run-progress")
@@ -259,7 +249,7 @@ class RunView(Vertical):
         with Horizontal(id="run-lower"):
             yield SamplesPanel(id="run-samples")
             yield LogTail(self.run.log_path, id="run-log")
-        yield RatingBar(self.ratings, id="run-rating")
+        yield RatingBar(id="run-rating")
 
     def on_mount(self) -> None:
         self.query_one("#run-samples").border_title = "samples"
@@ -300,20 +290,8 @@ class RunView(Vertical):
         # The ratings database numbers a step's samples in file order (engine.ratings,
         # import_run_samples): count the earlier ones at the same step the same way.
         index = sum(1 for s in shown[:position] if s.get("step") == step)
-        if self._rated == (step, index):
-            return
-        bar = self.query_one("#run-rating", RatingBar)
-        try:
-            bar.show_sample(self.run.id, step, index)
-        except TunedeckError as err:  # the database is busy, or the run is not under the
-            # data home (opened by path): the view still works, only rating does not
-            self._rated = None
-            bar.show(None)
-            bar.border_title = "cannot rate this run's samples"
-            self.notify(str(err), title="Cannot rate samples", severity="warning")
-            return
-        self._rated = (step, index)
-        bar.border_title = f"rate: sample at step {step}" + (f" (#{index + 1})" if index else "")
+        # The bar ignores a repeat of the sample it shows, and says itself when it cannot rate.
+        self.query_one("#run-rating", RatingBar).show_sample(self.run.id, step, index)
 
     # The ideal-answer editor needs 8 rows that an 80x24 terminal does not have below the chart:
     # the chart steps aside while it is open. The editor takes focus when it opens and gives it
@@ -326,10 +304,6 @@ class RunView(Vertical):
 
     def _follow_editor(self) -> None:
         self.set_class(self.query_one("#run-rating", RatingBar).editing, "editing-ideal")
-
-    def on_unmount(self) -> None:
-        if self._ratings is not None:
-            self._ratings.close()
 
 
 class RunActions:

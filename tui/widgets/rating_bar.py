@@ -12,6 +12,9 @@ Keys: 1-5 stars, + / - thumbs up / down (again clears), a / b / t for an A/B pai
 ideal answer in place (ctrl+s saves, escape cancels). The keys are screen bindings, so a focused
 text input keeps its own typing. Each change is written to the ratings database at once (a few
 milliseconds) and announced with `RatingBar.Rated`.
+
+The bar opens the ratings database itself (on first use) and closes it when it goes away; a
+screen that also reads the store hands its own in (`RatingBar(store)`) and keeps closing it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -26,6 +30,7 @@ from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
 from engine.errors import TunedeckError
+from tui.screens.base import describe_error
 
 RATING_BINDINGS = [
     Binding("1", "rate_stars(1)", "1-5 stars", show=False),
@@ -43,6 +48,8 @@ RATING_BINDINGS = [
 
 HINT = "1-5 stars  + / - thumbs  e edit ideal"
 PAIR_HINT = "a / b: which is better  t: tie"
+RECORDING = "recording sample…"
+SAMPLE_FAILED = "cannot rate this run's samples"
 
 
 def describe(item: Any) -> str:
@@ -88,7 +95,14 @@ class RatingBar(Widget):
     def __init__(self, store: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._store = store
+        # A store handed in is the caller's to close (a screen that also reads it, or a test).
+        self._own_store = store is None
         self.item: Any = None
+        # The run sample last asked for (its source_ref) while it is shown or being recorded;
+        # a result for any other one is stale.
+        self._sample: str | None = None
+        self._recording = False
+        self._unmounted = False
 
     @property
     def store(self) -> Any:
@@ -97,6 +111,12 @@ class RatingBar(Widget):
 
             self._store = RatingStore()
         return self._store
+
+    def on_unmount(self) -> None:
+        self._sample = None
+        self._unmounted = True
+        if self._own_store and self._store is not None:
+            self._store.close()
 
     def compose(self) -> ComposeResult:
         yield Static(describe(None), id="rating-state")
@@ -109,9 +129,14 @@ class RatingBar(Widget):
 
     def show(self, item: Any) -> None:
         """Point the bar at a completion or pair (None: nothing to rate)."""
+        self._sample = None  # a sample still being recorded is no longer wanted
+        self._show(item)
+
+    def _show(self, item: Any, recording: bool = False) -> None:
         if self.editing:
             self.action_cancel_ideal()
         self.item = item
+        self._recording = recording
         self._render_state()
 
     def show_try(self, try_id: int) -> None:
@@ -119,18 +144,63 @@ class RatingBar(Widget):
         self.show(self.store.get_completion(self.store.add_try(try_id)))
 
     def show_sample(self, run_id: str, step: int, index: int = 0) -> None:
-        """Rate the `index`-th sample a run wrote at `step`: the Train / Runs samples' hook."""
+        """Rate the `index`-th sample a run wrote at `step`: the Train / Runs samples' hook.
+
+        Asking again for the sample already shown (or being recorded) changes nothing, so an
+        open ideal-answer editor survives new samples arriving elsewhere. Errors are shown here.
+        """
         ref = f"run:{run_id}:{step}:{index}"
-        found = self.store.completion_by_source(ref)
-        if found is None:
-            # Only a sample not seen before needs the run's events read in; paging through the
-            # samples panel must not re-read the whole events file at every key.
-            self.store.import_run_samples(run_id)
+        if ref == self._sample:
+            return
+        try:
             found = self.store.completion_by_source(ref)
-        self.show(found)
+        except (TunedeckError, sqlite3.Error, OSError) as err:
+            self._cannot_rate(describe_error(err))
+            return
+        self._show(found, recording=found is None)
+        self._sample = ref
+        self.border_title = f"rate: sample at step {step}" + (f" (#{index + 1})" if index else "")
+        if found is None:
+            # Only a sample not seen before needs the run's events read in (the whole file, and
+            # SQLite writes): in a thread, so paging and the chart never wait on it.
+            self._record_sample(run_id, ref)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="rating-sample",
+          description="Recording a sample to rate")
+    def _record_sample(self, run_id: str, ref: str) -> None:
+        store = self.store
+        try:
+            store.import_run_samples(run_id)
+            found = store.completion_by_source(ref)
+        except Exception as err:  # a widget's worker errors reach no screen (they do not
+            # bubble): say it here rather than fail silently
+            self.app.call_from_thread(self._sample_failed, ref, describe_error(err))
+        else:
+            self.app.call_from_thread(self._sample_found, ref, found)
+        finally:
+            if self._unmounted and self._own_store:
+                # The bar went away while this ran: close the connection the import reopened.
+                store.close()
+
+    def _sample_found(self, ref: str, found: Any) -> None:
+        # The user may have moved on (or a second import of the same sample got here first).
+        if ref == self._sample and self._recording:
+            self._show(found)
+
+    def _sample_failed(self, ref: str, message: str) -> None:
+        if ref == self._sample:
+            self._cannot_rate(message)
+
+    def _cannot_rate(self, message: str) -> None:
+        # The database is busy, or the run is not under the data home (opened by path): the
+        # view still works, only rating does not. Forgetting the sample lets the next ask retry.
+        self.show(None)
+        self.border_title = SAMPLE_FAILED
+        self.notify(message, title="Cannot rate samples", severity="warning")
 
     def _render_state(self) -> None:
-        self.query_one("#rating-state", Static).update(describe(self.item))
+        self.query_one("#rating-state", Static).update(
+            RECORDING if self._recording else describe(self.item))
         hint = PAIR_HINT if self.item is not None and self.item.kind == "pair" else HINT
         if self.editing:
             hint = "editing the ideal answer: ctrl+s saves, escape cancels"
