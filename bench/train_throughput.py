@@ -74,9 +74,10 @@ class _Meter:
         from engine.training.trainers import shared_prefix_length
 
         batch = self.collate(rows)
-        real = int(batch["attention_mask"].sum())
+        mask = batch.get("attention_mask")
+        real = int(mask.sum()) if mask is not None else int(batch["real_tokens"])  # packed
         self.tokens += real
-        self.padded += batch["attention_mask"].numel()
+        self.padded += batch["input_ids"].numel()
         if self.counting:
             self.timed_tokens += real
             rows_n, width = batch["input_ids"].shape
@@ -129,7 +130,13 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
     dataset = _dataset(tok, rows, max_len)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    meter = _Meter(_pad_collator(tok.pad_token_id), fast=not variant.startswith("baseline"))
+    collate = _pad_collator(tok.pad_token_id)
+    if variant == "ours-packed":
+        from engine.training.data import pack
+        from engine.training.trainers import PackedCollator
+
+        dataset, collate = pack(dataset, max_len), PackedCollator(tok.pad_token_id)
+    meter = _Meter(collate, fast=not variant.startswith("baseline"))
     timer = _timer_callback(meter)
     common = dict(output_dir="/tmp/tunedeck-bench", per_device_train_batch_size=batch,
                   max_steps=steps, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
@@ -319,11 +326,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--variant", choices=("baseline", "ours", "ours-qlora", "baseline-bf16",
-                                              "ours-bf16"))
+                                              "ours-bf16", "ours-packed"))
     parser.add_argument("--out")
     parser.add_argument("--skip-qlora", action="store_true")
     parser.add_argument("--bf16", action="store_true",
                         help="also run both paths in bf16 mixed precision")
+    parser.add_argument("--packing", action="store_true",
+                        help="also run ours with packing=true (rows packed to --max-len)")
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS", default=0,
                         help="only alternate the two loss paths batch by batch for ROUNDS rounds "
                         "(robust on a busy machine)")
@@ -352,6 +361,7 @@ def main() -> None:
     peak = matmul_peak()
     variants = ["baseline", "ours"] + ([] if args.skip_qlora else ["ours-qlora"])
     variants += ["baseline-bf16", "ours-bf16"] if args.bf16 else []
+    variants += ["ours-packed"] if args.packing else []
     results = {v: _child(v, args) for v in variants}
     print(f"SmolLM2-135M, LoRA r=16 all-linear, batch {args.batch}, max length {args.max_len}, "
           f"{args.rows} text-to-SQL rows, {args.steps} steps ({args.steps - 1} timed), "

@@ -318,14 +318,16 @@ def probe_4bit(device: str | None = None) -> tuple[bool, str]:
 # A CPU trains in bf16 mixed precision when its bf16 matmul is at least this many times its fp32
 # one: native bf16 dot products (AVX512-BF16, AMX) measure 4-5x, emulated bf16 (AVX2) 1/16-1/26x.
 # End to end the training step gains ~1.7x where the matmul gains 4.5x (bench/train_throughput).
-CPU_BF16_MIN_SPEEDUP = 2.0
+# The margin is wide on purpose: measured under load from other processes the ratio reads as
+# low as 2x where it is 4.5x on an idle machine.
+CPU_BF16_MIN_SPEEDUP = 1.5
 
 
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """How many times faster a 512x512 bf16 matmul runs than an fp32 one on this CPU. Measured,
     not read from CPU flags (the torch build decides whether the fast kernels are used); once
-    per process, ~15 ms where bf16 is fast."""
+    per process, ~20 ms where bf16 is fast."""
     import time
 
     import torch
@@ -334,7 +336,7 @@ def cpu_bf16_speedup() -> float:
         a, b = torch.randn(512, 512).to(dtype), torch.randn(512, 512).to(dtype)
         a @ b
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             a @ b
             best = min(best, time.perf_counter() - start)

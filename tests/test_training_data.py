@@ -308,3 +308,52 @@ def test_evaluation_takes_the_fast_path_in_length_order(tiny_model_dir, tmp_path
     with torch.no_grad():
         _, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
     assert outputs.logits.shape[-1] == model.config.vocab_size
+
+
+def test_packed_rows_train_as_if_they_were_apart(tiny_model_dir, tmp_path):
+    """packing: examples share rows with their own position_ids; transformers must keep them
+    from attending to each other, so the loss equals that of the examples padded apart."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from engine.training.trainers import FastSFTTrainer, PackedCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    convs = tdata.conversations(SENTIMENT, {}, "train", limit=12)
+    dataset, _ = tdata.build_dataset(tokenizer, convs, 128, completion_only=False)
+    packed_ds = tdata.pack(dataset, 256)
+    assert len(packed_ds) < len(dataset) and sum(map(len, packed_ds["seq_lengths"])) == 12
+    collate = PackedCollator(tokenizer.pad_token_id)
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True,
+                     bf16=False, report_to="none", max_length=256, shuffle_dataset=False,
+                     disable_tqdm=True)
+    trainer = FastSFTTrainer(model=model, args=args, train_dataset=packed_ds,
+                             processing_class=tokenizer, data_collator=collate)
+    packed = next(iter(trainer.get_train_dataloader()))
+    assert set(packed) == {"input_ids", "labels", "position_ids", "real_tokens"}
+    assert packed["input_ids"].shape[0] == 2  # rows stay rows
+    # Each example alone, padded: what the packed rows must reproduce.
+    examples = []
+    for ids, labels, pos in zip(packed["input_ids"], packed["labels"], packed["position_ids"],
+                                strict=True):
+        starts = [i for i in range(len(ids)) if pos[i] == 0]
+        bounds = [*starts, len(ids)]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            if b - a > 1:  # not a pad token
+                examples.append((ids[a:b], labels[a:b]))
+    apart = collate([{"input_ids": ids.tolist(), "labels": labels.tolist()}
+                     for ids, labels in examples])
+    assert "attention_mask" in apart and int(apart["attention_mask"].sum()) == int(
+        packed["real_tokens"])
+    model.train()
+    with torch.no_grad():
+        packed_loss = trainer.compute_loss(model, dict(packed))
+        apart_loss = trainer.compute_loss(model, apart)
+        width = packed["input_ids"].shape[1]
+        leaky = dict(packed, position_ids=torch.arange(width).repeat(2, 1))  # no boundaries
+        leaky_loss = trainer.compute_loss(model, leaky)
+    assert packed_loss.item() == pytest.approx(apart_loss.item(), rel=1e-4)
+    assert leaky_loss.item() != pytest.approx(apart_loss.item(), rel=1e-4)
+    assert trainer.tokens_seen == 3 * int(packed["real_tokens"])

@@ -162,6 +162,14 @@ def build_dataset(tokenizer: Any, convs: list[Conversation], max_seq_len: int,
     return dataset, len(rows) - len(kept)
 
 
+def pack(dataset: Any, max_seq_len: int) -> Any:
+    """Whole examples packed best-fit-decreasing into rows of up to `max_seq_len` tokens (TRL's
+    `pack_dataset`); each row lists its examples' lengths in `seq_lengths`."""
+    from trl.data_utils import pack_dataset
+
+    return pack_dataset(dataset, max_seq_len, "bfd")
+
+
 def load_jsonl_rows(path: Path) -> list[dict[str, Any]]:
     """Plain JSONL rows, for tools that read data without a column mapping (bench)."""
     rows = []

@@ -138,28 +138,40 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
     lengths = [len(r["input_ids"]) for r in trained_rows]
     report.mean_tokens = sum(lengths) / len(lengths) if lengths else 0.0
     per_step = config.batch_size * config.grad_accum
+    # Packing fills rows of max_seq_len tokens (best fit, so about this many rows).
+    batch_rows = (math.ceil(sum(lengths) / config.max_seq_len) if config.packing
+                  else len(trained_rows))
     if config.max_steps > 0:
         report.steps = config.max_steps
     else:
-        report.steps = max(1, math.ceil(len(trained_rows) / per_step * config.epochs))
+        report.steps = max(1, math.ceil(batch_rows / per_step * config.epochs))
 
     say("Counting parameters…")
     try:
         trainable, total, shape = _parameters(config)
         report.trainable_params, report.total_params = trainable, total
         completion_tokens = _mean_trained(trained_rows)
+        row_tokens = sum(lengths) / max(1, batch_rows)  # a packed row holds several examples
         report.memory_estimate_mb = _memory(config, report.device, total, trainable, shape,
-                                            report.mean_tokens, completion_tokens)
+                                            row_tokens, completion_tokens)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
-    report.padding_ratio, report.shared_ratio = batch_layout(trained_rows, config.batch_size)
+    padding, shared = batch_layout(trained_rows, config.batch_size)
+    if config.packing:
+        if shared > padding + 0.05:
+            report.warnings.append(
+                f"packing turns off the shared-prefix pass, which would spare {100 * shared:.0f}% "
+                f"of the tokens of this data against {100 * padding:.0f}% padding without "
+                "packing: packing=false is likely faster here.")
+    else:
+        report.padding_ratio, report.shared_ratio = padding, shared
     if report.device == "cpu" and report.total_params:
         rate = CPU_TOKENS_PER_S.get(config.method, 100.0) * CPU_REFERENCE_PARAMS / max(
             report.total_params, 1)
         if report.precision == "bf16":
             rate *= CPU_BF16_STEP_GAIN
         positions = 1 + report.padding_ratio - report.shared_ratio
-        step_tokens = report.mean_tokens * per_step * positions
+        step_tokens = sum(lengths) / max(1, batch_rows) * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
     report.ok = not report.errors
     return report
@@ -250,10 +262,6 @@ def _check_rows(report: PreflightReport, tokenizer: Any, rows: list[dict[str, li
         report.errors.append(f"{len(doubled)} rows start with a doubled BOS ({tokenizer.bos_token!r}).")
     if not config.completion_only_loss:
         report.warnings.append("completion_only_loss is off: the prompt tokens are trained too.")
-    if config.packing:
-        report.warnings.append(
-            "packing is not used: without flash attention packed rows would attend to each other. "
-            "Batches are length-sorted instead, which leaves little padding.")
 
 
 def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:

@@ -123,7 +123,7 @@ def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str
         **common_args(config, output_dir, device, dtype_name),
         eval_strategy="steps" if eval_every else "no",
         eval_steps=eval_every or None,
-        packing=False,
+        packing=False,  # build_trainer packs, so that packed rows stay rows (PackedCollator)
         shuffle_dataset=False,
         completion_only_loss=config.completion_only_loss,
         dataset_num_proc=None,
@@ -137,6 +137,7 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
     from engine.training import data as tdata
     from engine.training.trainers import (
         FastSFTTrainer,
+        PackedCollator,
         cast_trainable_to_fp32,
         keep_4bit_layout_trainable,
     )
@@ -159,9 +160,13 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
     if not config.uses_peft:
         for p in model.parameters():
             p.requires_grad_(True)
-    trainer = FastSFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    rows, collator = train_ds, None  # train_ds stays the examples (the run's train_rows)
+    if config.packing:
+        rows = tdata.pack(train_ds, config.max_seq_len)
+        collator = PackedCollator(tokenizer.pad_token_id)
+    trainer = FastSFTTrainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_ds,
                              processing_class=tokenizer, peft_config=peft_config(config),
-                             callbacks=callbacks)
+                             callbacks=callbacks, data_collator=collator)
     if loaded.info.device == "cpu":
         cast_trainable_to_fp32(trainer.model)
         keep_4bit_layout_trainable(trainer.model)

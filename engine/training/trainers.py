@@ -64,6 +64,44 @@ class LengthSortedBatchSampler(Sampler[int]):
             yield from block
 
 
+class PackedCollator:
+    """Batches of packed rows that stay rows: (rows, longest row) with each example's own
+    position_ids and no attention mask, from which transformers builds every row's
+    block-diagonal causal mask, so examples never attend to each other.
+
+    TRL's padding-free collator flattens the whole batch into one sequence instead; without a
+    varlen flash-attention kernel (CPU) that sequence's dense mask costs (rows x length)^2.
+    Rows without `seq_lengths` (an unpacked evaluation set) get the usual padded batch.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id)
+        labels = torch.full((len(rows), width), IGNORE)
+        packed = all("seq_lengths" in r for r in rows)
+        extra = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            if not packed:
+                extra[i, :n] = 1
+                continue
+            lengths = [int(k) for k in row["seq_lengths"]]
+            # An example's first token would be "predicted" from the previous example's last.
+            starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
+            labels[i, starts] = IGNORE
+            extra[i, :n] = torch.cat([torch.arange(k) for k in lengths])
+        if not packed:
+            return {"input_ids": ids, "labels": labels, "attention_mask": extra}
+        # Padding keeps position 0: each pad token is its own one-token example.
+        return {"input_ids": ids, "labels": labels, "position_ids": extra,
+                "real_tokens": torch.tensor(sum(len(r["input_ids"]) for r in rows))}
+
+
 class FastSFTTrainer(SFTTrainer):
     """`SFTTrainer` with length-sorted batches and the LM head computed only at loss positions."""
 
@@ -145,8 +183,11 @@ class FastSFTTrainer(SFTTrainer):
         loss = loss_sum / torch.as_tensor(count, device=loss_sum.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
-        if model.training and "attention_mask" in inputs:
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+        if model.training:
+            mask = inputs.get("attention_mask")
+            real = inputs.get("real_tokens")  # packed batches (PackedCollator) have no mask
+            self.tokens_seen += (int(mask.sum()) if mask is not None else int(real)
+                                 if real is not None else inputs["input_ids"].numel())
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
