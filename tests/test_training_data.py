@@ -268,6 +268,8 @@ def test_fast_loss_runs_in_the_trainers_mixed_precision(tiny_model_dir, tmp_path
         hook = layer.register_forward_hook(
             lambda _m, _i, out, seen_here=dtypes: seen_here.append(out.dtype))
         batch = next(iter(trainer.get_train_dataloader()))
+        trainer.compute_loss(model, dict(batch))  # the first also checks the head, in fp32
+        dtypes.clear()
         loss = trainer.compute_loss(model, dict(batch))
         hook.remove()
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -357,3 +359,45 @@ def test_packed_rows_train_as_if_they_were_apart(tiny_model_dir, tmp_path):
     assert packed_loss.item() == pytest.approx(apart_loss.item(), rel=1e-4)
     assert leaky_loss.item() != pytest.approx(apart_loss.item(), rel=1e-4)
     assert trainer.tokens_seen == 3 * int(packed["real_tokens"])
+
+
+@pytest.mark.parametrize("kind,extra", [
+    ("granite", {"logits_scaling": 8.0}),  # logits divided after the head
+    ("gemma2", {"head_dim": 16, "final_logit_softcapping": 0.5}),  # tanh-capped after the head
+    ("llama", {}),
+])
+def test_fast_loss_matches_models_that_reshape_their_logits(kind, extra):
+    """The head-only-at-trained-positions path must give each model's own loss, also where the
+    model does more than `lm_head(hidden)` to make its logits."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.training.trainers import FastSFTTrainer
+
+    config = AutoConfig.for_model(kind, vocab_size=300, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, max_position_embeddings=256,
+                                  pad_token_id=0, bos_token_id=1, eos_token_id=2, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # logits far from zero, where scaling or capping them shows
+        model.get_output_embeddings().weight.mul_(40)
+    model.train()
+    ids = torch.randint(5, 300, (3, 48))
+    ids[:, :24] = ids[0, :24]  # a shared prompt prefix
+    labels = ids.clone()
+    labels[:, :30] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    stub = SimpleNamespace(
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m, num_processes=1,
+                                    autocast=contextlib.nullcontext),
+        args=SimpleNamespace(average_tokens_across_devices=False), tokens_seen=0,
+        compute_metrics=None)
+    stub._head_and_decoder = FastSFTTrainer._head_and_decoder.__get__(stub)
+    with torch.no_grad():
+        fast = FastSFTTrainer.compute_loss(stub, model, dict(batch))
+        reference = model(**batch).loss
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-4)

@@ -20,6 +20,7 @@ trainer's own.
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,7 +133,7 @@ class FastSFTTrainer(SFTTrainer):
         return sorted(range(len(lengths)), key=lengths.__getitem__)
 
     # ------------------------------------------------------------------ loss
-    def _head_and_decoder(self, model: Any) -> tuple[Any, Any] | None:
+    def _head_and_decoder(self, model: Any, input_ids: torch.Tensor) -> tuple[Any, Any] | None:
         inner = self.accelerator.unwrap_model(model)
         if inner is not model:
             # Wrapped for distributed training: the wrapper's forward must run (gradient sync).
@@ -143,6 +144,8 @@ class FastSFTTrainer(SFTTrainer):
         head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
         decoder = get_decoder() if get_decoder else None
         if decoder is None or head is None or decoder is inner:
+            return None
+        if not head_is_plain(model, decoder, head, input_ids):
             return None
         return decoder, head
 
@@ -158,7 +161,7 @@ class FastSFTTrainer(SFTTrainer):
         keep = targets != IGNORE
         model_inputs = {k: v for k, v in inputs.items()
                         if k in ("input_ids", "attention_mask", "position_ids")}
-        parts = self._head_and_decoder(model)
+        parts = self._head_and_decoder(model, inputs["input_ids"])
         if parts is not None:
             decoder, head = parts
             prefix = shared_prefix_length(inputs, keep) if prefix_sharing_ok(decoder) else 0
@@ -189,6 +192,36 @@ class FastSFTTrainer(SFTTrainer):
             self.tokens_seen += (int(mask.sum()) if mask is not None else int(real)
                                  if real is not None else inputs["input_ids"].numel())
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+_PLAIN_HEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def head_is_plain(model: Any, decoder: Any, head: Any, input_ids: torch.Tensor) -> bool:
+    """Whether the model's logits are exactly `head(decoder(...))`, checked once per model.
+
+    Some models do more after the head (Gemma 2/3 cap the logits with tanh, Granite divides
+    them, Cohere scales them); computing the head by hand would silently train them on wrong
+    logits, so those go through the model's own forward (logits only at the loss positions).
+    Both are run on a few tokens of the first batch with the same random state, so dropout
+    masks agree; no eval() switch, which would repack 4-bit weights on some CPUs.
+    """
+    known = _PLAIN_HEAD.get(decoder)
+    if known is not None:
+        return known
+    ids = input_ids[:1, :8]
+    devices = [ids.device] if ids.device.type == "cuda" else []
+    with torch.no_grad():
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            expected = model(input_ids=ids, use_cache=False).logits
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            mine = head(decoder(input_ids=ids, use_cache=False).last_hidden_state)
+    plain = expected.shape == mine.shape and torch.allclose(
+        expected.float(), mine.float(), rtol=1e-3, atol=1e-3)
+    _PLAIN_HEAD[decoder] = plain
+    return plain
 
 
 def shared_prefix_length(inputs: dict[str, Any], keep: torch.Tensor) -> int:
