@@ -274,7 +274,7 @@ def forward_with_shared_prefix(decoder: Any, model_inputs: dict[str, Any],
 
     ids = model_inputs["input_ids"]
     cache = DynamicCache(config=decoder.config)
-    cache = decoder(input_ids=ids[:1, :prefix], cache=cache, use_cache=True).past_key_values
+    decoder(input_ids=ids[:1, :prefix], cache=cache, use_cache=True)  # fills `cache` in place
     rows = ids.shape[0]
     for layer in cache.layers:
         if type(layer) is not DynamicLayer:  # pragma: no cover - guarded by prefix_sharing_ok
