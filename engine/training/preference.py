@@ -207,9 +207,8 @@ def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> lis
 def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     """The runner's dpo/kto path: train to the end, a stop request or a failure; final state."""
     from engine import models
-    from engine.training.runner import log, log_precision
+    from engine.training.runner import log, run_trainer
 
-    resume_from = run.latest_checkpoint()
     log(f"loading {config.model} ({config.method}"
         + (f" from adapter {config.adapter})" if config.adapter else ")"))
     loaded = models.load(config.model, progress=log)
@@ -218,17 +217,7 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
         if config.sample_every else []
     callback = events_callback(run, stop_flag, loaded.tokenizer, samples, config.sample_every)
     trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded, rows=rows)
-    log_precision(config, loaded.info)
-    callback.trainer = trainer
-    current = run.read_status().get("state")
-    run.write_status(current if current == "stopping" else "starting",
-                     train_rows=len(rows), device=loaded.info.device)
-    if stop_flag.is_set():
-        return "stopped"
-    if resume_from is not None:
-        log(f"resuming from {resume_from.name}")
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if callback.stopped_by_request or stop_flag.is_set():
+    if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(rows)):
         return "stopped"
     # Only the trained adapter: TRL's frozen "ref" copy (when starting from an adapter) stays out.
     trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])

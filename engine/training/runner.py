@@ -201,7 +201,6 @@ def train(run: RunDir, stop_flag: Any) -> str:
         from engine.training.preference import train_preference
 
         return train_preference(run, stop_flag, config)
-    resume_from = run.latest_checkpoint()
     log(f"loading {config.model} ({config.method})")
     loaded = load_model(config, progress=log)
     convs = load_conversations(config)
@@ -209,22 +208,30 @@ def train(run: RunDir, stop_flag: Any) -> str:
                                  convs[1][: config.sample_k] if config.sample_every else [],
                                  config.sample_every)
     trainer, train_ds, _ = build_trainer(config, run, loaded, [callback], convs)
-    log_precision(config, loaded.info)
-    callback.trainer = trainer
-    current = run.read_status().get("state")
-    run.write_status(current if current == "stopping" else "starting",
-                     train_rows=len(train_ds), device=loaded.info.device)
-    if stop_flag.is_set():
-        return "stopped"
-    if resume_from is not None:
-        log(f"resuming from {resume_from.name}")
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if callback.stopped_by_request or stop_flag.is_set():
+    if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(train_ds)):
         return "stopped"
     final = run.adapter_dir if config.uses_peft else run.path / "model"
     trainer.save_model(str(final))
     loaded.tokenizer.save_pretrained(str(final))
     return "done"
+
+
+def run_trainer(run: RunDir, stop_flag: Any, config: TrainConfig, loaded: Any, trainer: Any,
+                callback: Any, train_rows: int) -> bool:
+    """Every method's run once its trainer is built: status "starting", then training from the
+    newest checkpoint. False when a stop request or signal ended it early."""
+    log_precision(config, loaded.info)
+    callback.trainer = trainer
+    current = run.read_status().get("state")
+    run.write_status(current if current == "stopping" else "starting",
+                     train_rows=train_rows, device=loaded.info.device)
+    if stop_flag.is_set():
+        return False
+    resume_from = run.latest_checkpoint()
+    if resume_from is not None:
+        log(f"resuming from {resume_from.name}")
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return not (callback.stopped_by_request or stop_flag.is_set())
 
 
 def log(message: str) -> None:
