@@ -71,7 +71,7 @@ class _Meter:
         self.counting = False
 
     def __call__(self, rows):
-        from engine.training.trainers import shared_prefix_length
+        from engine.training.batching import shared_prefix_length
 
         batch = self.collate(rows)
         mask = batch.get("attention_mask")
@@ -132,8 +132,8 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
                       task_type="CAUSAL_LM")
     collate = _pad_collator(tok.pad_token_id)
     if variant == "ours-packed":
+        from engine.training.batching import PackedCollator
         from engine.training.data import pack
-        from engine.training.trainers import PackedCollator
 
         dataset, collate = pack(dataset, max_len), PackedCollator(tok.pad_token_id)
     meter = _Meter(collate, fast=not variant.startswith("baseline"))
@@ -182,7 +182,8 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from engine import models
-    from engine.training.trainers import FastSFTTrainer, LengthSortedBatchSampler
+    from engine.training.batching import LengthSortedBatchSampler
+    from engine.training.trainers import FastSFTTrainer
 
     torch.manual_seed(0)
     loaded = models.load(None)

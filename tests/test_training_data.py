@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.training import data as tdata
+from engine.training.batching import LengthSortedBatchSampler
 from engine.training.config import TrainConfig
-from engine.training.trainers import LengthSortedBatchSampler
 
 SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
 
@@ -133,7 +133,7 @@ def test_shared_prefix_gives_the_per_row_loss_and_gradients(tiny_model_dir, tmp_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
-    from engine.training import trainers
+    from engine.training import batching, trainers
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     torch.manual_seed(0)
@@ -152,8 +152,8 @@ def test_shared_prefix_gives_the_per_row_loss_and_gradients(tiny_model_dir, tmp_
                                       processing_class=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
     keep = batch["labels"][:, 1:] != -100
-    prefix = trainers.shared_prefix_length(batch, keep)
-    assert prefix >= trainers.MIN_SHARED_PREFIX  # the instruction is shared: the path is taken
+    prefix = batching.shared_prefix_length(batch, keep)
+    assert prefix >= batching.MIN_SHARED_PREFIX  # the instruction is shared: the path is taken
 
     def loss_and_grads():
         model.zero_grad(set_to_none=True)
@@ -163,8 +163,8 @@ def test_shared_prefix_gives_the_per_row_loss_and_gradients(tiny_model_dir, tmp_
                              if p.requires_grad}
 
     shared_loss, shared = loss_and_grads()
-    monkeypatch.setattr(trainers, "MIN_SHARED_PREFIX", 10**9)
-    assert trainers.shared_prefix_length(batch, keep) == 0
+    monkeypatch.setattr(batching, "MIN_SHARED_PREFIX", 10**9)
+    assert batching.shared_prefix_length(batch, keep) == 0
     row_loss, per_row = loss_and_grads()
     assert shared_loss == pytest.approx(row_loss, rel=1e-5)
     assert len(shared) > 0
@@ -176,7 +176,7 @@ def test_shared_prefix_gives_the_per_row_loss_and_gradients(tiny_model_dir, tmp_
 def test_shared_prefix_stops_at_the_first_difference_label_or_padding():
     import torch
 
-    from engine.training.trainers import MIN_SHARED_PREFIX, shared_prefix_length
+    from engine.training.batching import MIN_SHARED_PREFIX, shared_prefix_length
 
     n = MIN_SHARED_PREFIX
     ids = torch.arange(3 * n).repeat(3, 1)
@@ -218,7 +218,7 @@ def test_4bit_layers_keep_a_trainable_layout_through_eval(tiny_model_dir):
 
 
 def test_preflight_counts_padding_and_the_shared_prefix_of_sorted_batches():
-    from engine.training.preflight import batch_layout
+    from engine.training.batching import batch_layout
 
     ignore = -100
     shared = list(range(100, 120))  # 20 tokens every row starts with
@@ -319,7 +319,8 @@ def test_packed_rows_train_as_if_they_were_apart(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
-    from engine.training.trainers import FastSFTTrainer, PackedCollator
+    from engine.training.batching import PackedCollator
+    from engine.training.trainers import FastSFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))

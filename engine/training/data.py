@@ -17,9 +17,6 @@ from typing import Any
 from engine.errors import ConfigError, TunedeckError
 
 IGNORE = -100
-# A prompt prefix shared by the rows of a batch runs once when it is at least this long
-# (trainers.shared_prefix_length); shorter is not worth the second decoder call.
-MIN_SHARED_PREFIX = 16
 SPLIT_FILES = {"train": ("train.jsonl", "train.json"),
                "validation": ("validation.jsonl", "valid.jsonl", "val.jsonl", "dev.jsonl"),
                "test": ("test.jsonl",)}

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.errors import TunedeckError
 from engine.training.config import TrainConfig
-from engine.training.data import IGNORE, MIN_SHARED_PREFIX
+from engine.training.data import IGNORE
 
 # Decoder positions/s of the fast SFT path for a 135M model on this kind of 2-core CPU, with
 # nothing shared between rows (DESIGN.md, bench/train_throughput.py); scaled by parameter count
@@ -156,7 +156,9 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
                                             row_tokens, completion_tokens)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
-    padding, shared = batch_layout(trained_rows, config.batch_size)
+    from engine.training.batching import batch_layout
+
+    padding, shared = batch_layout(trained_rows, config.batch_size, config.seed)
     if config.packing:
         if shared > padding + 0.05:
             report.warnings.append(
@@ -179,33 +181,6 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
 
 def describe_precision(precision: str) -> str:
     return "fp32" if precision == "fp32" else f"{precision} mixed (fp32 weights and optimizer)"
-
-
-def batch_layout(rows: list[dict[str, list[int]]], batch_size: int) -> tuple[float, float]:
-    """(padding, shared) per real token in the batches the fast SFT path cuts: rows sorted by
-    length (FastSFTTrainer's sampler), and the prefix every row of a batch shares run once
-    (trainers.shared_prefix_length)."""
-    ordered = sorted(rows, key=lambda r: len(r["input_ids"]))
-    real = padding = shared = 0
-    for start in range(0, len(ordered), max(1, batch_size)):
-        block = ordered[start:start + max(1, batch_size)]
-        lengths = [len(r["input_ids"]) for r in block]
-        real += sum(lengths)
-        padding += max(lengths) * len(block) - sum(lengths)
-        first = block[0]["input_ids"]
-        prefix = 0
-        limit = min(min(lengths) - 1, *(_first_trained(r) for r in block))
-        while prefix < limit and all(r["input_ids"][prefix] == first[prefix] for r in block):
-            prefix += 1
-        if len(block) > 1 and prefix >= MIN_SHARED_PREFIX:
-            shared += (len(block) - 1) * prefix
-    return (padding / real, shared / real) if real else (0.0, 0.0)
-
-
-def _first_trained(row: dict[str, list[int]]) -> int:
-    """The first position whose next token is trained (where the head must run)."""
-    labels = row["labels"]
-    return next((i - 1 for i in range(1, len(labels)) if labels[i] != IGNORE), len(labels))
 
 
 def _mean_trained(rows: list[dict[str, list[int]]]) -> float:

@@ -135,9 +135,9 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
                   convs: tuple[list[Any], list[Any]] | None = None) -> tuple[Any, Any, Any]:
     """(trainer, train dataset, eval dataset) for a config and a loaded model."""
     from engine.training import data as tdata
+    from engine.training.batching import PackedCollator
     from engine.training.trainers import (
         FastSFTTrainer,
-        PackedCollator,
         cast_trainable_to_fp32,
         keep_4bit_layout_trainable,
     )
