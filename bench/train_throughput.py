@@ -41,6 +41,14 @@ def _dataset(tokenizer, rows: int, max_len: int):
     return dataset
 
 
+def _lora():
+    """The LoRA every variant trains: r=16, all linear layers (the issue's setting)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+
+
 def _pad_collator(pad_id: int):
     import torch
 
@@ -111,7 +119,7 @@ def _timer_callback(meter):
 def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -> dict:
     """One training run in this process; returns its measurements."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
     from engine import models
@@ -128,8 +136,7 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
     model, tok = loaded.model, loaded.tokenizer
     model.train()
     dataset = _dataset(tok, rows, max_len)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = _lora()
     collate = _pad_collator(tok.pad_token_id)
     if variant == "ours-packed":
         from engine.training.batching import PackedCollator
@@ -179,7 +186,7 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     import random
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from engine import models
     from engine.training.batching import LengthSortedBatchSampler
@@ -188,9 +195,7 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     torch.manual_seed(0)
     loaded = models.load(None)
     tok = loaded.tokenizer
-    model = get_peft_model(loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                    target_modules="all-linear",
-                                                    task_type="CAUSAL_LM"))
+    model = get_peft_model(loaded.model, _lora())
     model.train()
     dataset = _dataset(tok, rows, max_len)
     collate = _pad_collator(tok.pad_token_id)
@@ -221,7 +226,7 @@ def eval_loss(rows: int, batch: int, max_len: int) -> dict:
     logits) against `FastSFTTrainer` (length order, shared prefix, head at trained positions), on
     the same LoRA model in one process. Returns seconds and eval loss of each."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
     from trl import SFTConfig
 
@@ -232,9 +237,7 @@ def eval_loss(rows: int, batch: int, max_len: int) -> dict:
     torch.manual_seed(0)
     loaded = models.load(None)
     tok = loaded.tokenizer
-    model = get_peft_model(loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                    target_modules="all-linear",
-                                                    task_type="CAUSAL_LM"))
+    model = get_peft_model(loaded.model, _lora())
     convs = tdata.conversations(ROOT / "sample_data" / "text_to_sql", {}, "validation", rows)
     dataset, _ = tdata.build_dataset(tok, convs, max_len)
     common = dict(output_dir="/tmp/tunedeck-bench", per_device_eval_batch_size=batch,
