@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 
 
 def describe_error(error: BaseException | None) -> str:
@@ -19,8 +19,8 @@ def describe_error(error: BaseException | None) -> str:
         return "unknown error"
     if isinstance(error, TunedeckError):
         return str(error)
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    line = first_line(error)
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 class WorkbenchScreen(Screen):

@@ -268,11 +268,8 @@ class TrainScreen(WorkbenchScreen):
     def _fit_worker(self, config: Any, force: bool) -> tuple[Any, bool]:
         from engine.training.suggest import suggest
 
-        try:
-            return suggest(config, progress=lambda text: self.post_message(
-                LoadProgress(str(text)))), force
-        except TunedeckError as err:
-            return err, force
+        return suggest(config, progress=lambda text: self.post_message(
+            LoadProgress(str(text)))), force
 
     def apply_fit(self, suggestion: Any, force: bool) -> None:
         """Show the suggested values in the fields the user has not edited (all if `force`)."""
@@ -361,13 +358,7 @@ class TrainScreen(WorkbenchScreen):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "fit" and event.state == WorkerState.SUCCESS:
-            result, force = event.worker.result
-            if isinstance(result, TunedeckError):
-                self.set_status("Could not fit the settings to the data (the form keeps its "
-                                "values):")
-                self.show_in_panel(Content(str(result)), error=True, check=False)
-            else:
-                self.apply_fit(result, force)
+            self.apply_fit(*event.worker.result)
             return
         if event.worker.group != "train" or event.state != WorkerState.SUCCESS:
             return
@@ -387,6 +378,11 @@ class TrainScreen(WorkbenchScreen):
             self.set_status("Ctrl+L launches this config.")
 
     def worker_failed(self, worker: Worker, message: str) -> None:
+        if worker.group == "fit":  # the form keeps its values; nothing else is at stake
+            self.set_status("Could not fit the settings to the data (the form keeps its "
+                            "values):")
+            self.show_in_panel(Content(message), error=True, check=False)
+            return
         self.show_error(message)
         super().worker_failed(worker, message)
 
