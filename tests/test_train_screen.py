@@ -43,6 +43,14 @@ def field(screen, name: str) -> str:
     return screen.query_one(f"#field-{name}", Input).value
 
 
+async def open_train(pilot):
+    """F4, once its opening fit of the form to the data has finished."""
+    await pilot.press("f4")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    return pilot.app.screen
+
+
 async def wait_for(pilot, condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -80,10 +88,7 @@ async def test_form_is_prefilled_with_defaults_fitted_to_the_data():
     defaults = TrainConfig()
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        screen = app.screen
+        screen = await open_train(pilot)
         assert field(screen, "model") == defaults.model
         assert field(screen, "dataset") == defaults.dataset
         assert field(screen, "lora_r") == str(defaults.lora_r)
@@ -104,10 +109,7 @@ async def test_a_new_dataset_refits_the_fields_not_edited(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=48)
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        screen = app.screen
+        screen = await open_train(pilot)
         set_fields(screen, eval_every=7)  # the user's own choice
         box = screen.query_one("#field-dataset", Input)
         box.value = str(data)
@@ -133,10 +135,7 @@ async def test_a_new_dataset_refits_the_fields_not_edited(tmp_path):
 async def test_a_dataset_that_cannot_be_read_leaves_the_form_as_it_is(tmp_path):
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        screen = app.screen
+        screen = await open_train(pilot)
         before = screen.form_config()
         box = screen.query_one("#field-dataset", Input)
         box.value = str(tmp_path / "missing")
@@ -302,20 +301,13 @@ async def test_run_from_train_screen_survives_the_app_and_reattaches(tiny_model_
 
 
 def test_snapshot_train_screen(snap_compare):
-    async def fitted(pilot):
-        await pilot.press("f4")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
     assert snap_compare(TunedeckApp(load_model=False), terminal_size=(80, 24),
-                        run_before=fitted)
+                        run_before=open_train)
 
 
 def test_snapshot_train_screen_with_a_report(snap_compare):
     async def show_report(pilot):
-        await pilot.press("f4")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+        await open_train(pilot)
         pilot.app.screen.show_report(fake_report(ok=True))
         pilot.app.screen.set_status("Ctrl+L launches this config.")
         await pilot.pause()
