@@ -2,8 +2,9 @@
 
 Templates are rendered the way transformers renders chat templates: in an
 ``ImmutableSandboxedEnvironment`` (no attribute escapes, no mutation of the values passed in) with
-``StrictUndefined``, so a misspelt variable is an error instead of an empty string. Every Jinja
-error becomes a `TemplateError` carrying the line (and, where it can be found, the column).
+``StrictUndefined``, so a misspelt variable is an error instead of an empty string, and held to a
+time and a size limit (`engine.sandbox`). Every Jinja error, a limit reached included, becomes a
+`TemplateError` carrying the line (and, where it can be found, the column).
 
 Built-in templates live in ``engine/builtin_templates/*.yaml``; user templates are YAML files under
 `paths.templates_dir()`, one per template, and override a built-in of the same name.
@@ -18,16 +19,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from engine import paths
+from engine import paths, sandbox
 from engine.errors import TunedeckError
 
 DEFAULT_FIELDS = ["instruction", "prompt", "completion"]
 BUILTIN_DIR = Path(__file__).parent / "builtin_templates"
-# Guards against templates that would allocate without bound ('x' * 10**9, 10 ** 10**9).
-MAX_REPEAT = 100_000
-MAX_POWER = 10_000
+# The limits every render is held to (see engine/sandbox.py); re-exported for callers.
+MAX_REPEAT = sandbox.MAX_REPEAT
+MAX_POWER = sandbox.MAX_POWER
+MAX_OUTPUT = sandbox.MAX_OUTPUT
 
-_JINJA_FILENAME = "<template>"
+_JINJA_FILENAME = sandbox.JINJA_FILENAME
 
 
 class TemplateError(TunedeckError):
@@ -80,29 +82,8 @@ class PromptTemplate:
 # --------------------------------------------------------------------------- rendering
 
 
-@lru_cache(maxsize=1)
 def _environment() -> Any:
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class _Environment(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            from jinja2.exceptions import SecurityError
-
-            if operator == "*":
-                for seq, n in ((left, right), (right, left)):
-                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and \
-                            len(seq) * n > MAX_REPEAT:
-                        raise SecurityError(f"repetition longer than {MAX_REPEAT} is not allowed")
-            if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
-                raise SecurityError(f"exponent larger than {MAX_POWER} is not allowed")
-            return super().call_binop(context, operator, left, right)
-
-    # Same options transformers uses for chat templates, so habits carry over.
-    return _Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                        keep_trailing_newline=False, extensions=["jinja2.ext.loopcontrols"])
+    return sandbox.environment()
 
 
 def _template_line(exc: BaseException) -> int | None:
@@ -131,10 +112,13 @@ def _column(source: str, line: int | None, message: str) -> int | None:
     return None
 
 
-def _as_template_error(exc: Exception, source: str, name: str, part: str) -> TemplateError:
+def _as_template_error(exc: BaseException, source: str, name: str, part: str) -> TemplateError:
     from jinja2 import TemplateSyntaxError
     from jinja2.exceptions import SecurityError, UndefinedError
 
+    if isinstance(exc, sandbox.RenderTimeout):
+        return TemplateError(f"stopped after {exc.seconds:g} s: the template runs too long (a "
+                             "loop too large?); make it smaller", exc.line, None, name, part)
     message = str(exc).strip() or type(exc).__name__
     line = exc.lineno if isinstance(exc, TemplateSyntaxError) else _template_line(exc)
     if isinstance(exc, SecurityError):
@@ -181,10 +165,10 @@ def render_source(source: str, values: dict[str, Any], name: str = "",
     """Render one Jinja text in the sandbox; every failure is a `TemplateError`."""
     compiled = _compile(source, name, part)
     try:
-        return compiled.render(**values)
+        return sandbox.render_bounded(compiled, values)
     except TemplateError:
         raise
-    except Exception as exc:
+    except (Exception, sandbox.RenderTimeout) as exc:
         raise _as_template_error(exc, source, name, part) from None
 
 
