@@ -72,7 +72,8 @@ def test_recommendation_of_the_fake_result():
     assert "Best prompting: few-shot k=3 at 67% execution accuracy" in text
     assert "adapter column beats few-shot k=3 by 33%" in text
     assert "1/3 of the prompt tokens" in text
-    assert "use the fine-tuned adapter" in text
+    # Three examples are no evidence: no verdict either way.
+    assert "Not enough evidence: n=3" in text and "use the fine-tuned adapter" not in text
 
 
 async def test_load_saved_result_and_drill_down_and_rate():
@@ -87,8 +88,8 @@ async def test_load_saved_result_and_drill_down_and_rate():
         matrix = screen.query_one("#eval-matrix")
         assert matrix.row_count == 3
         assert matrix.get_row_at(1)[:3] == ["few-shot k=3", "3", "67%"]
-        assert "use the fine-tuned adapter" in str(screen.query_one("#eval-recommendation")
-                                                  .render())
+        assert "Not enough evidence: n=3" in str(screen.query_one("#eval-recommendation")
+                                                 .render())
         examples = screen.query_one("#eval-examples")
         assert examples.row_count == 3
         assert examples.get_row_at(0)[2:] == ["✗", "✓", "✓"]

@@ -284,6 +284,31 @@ def _ratio_text(a: float, b: float) -> str:
     return f"{r:.1f}× the"
 
 
+def _verdict(bt: ColumnResult, bp: ColumnResult, diff: float, tol: float, n: int) -> str:
+    """The recommendation between the best adapter and the best prompting column: none without
+    enough examples, without any correct answer, or (for "better") without a paired test that
+    says the difference is real."""
+    from engine.evaluation.significance import ALPHA, MIN_EXAMPLES, paired_p_value
+
+    if n < MIN_EXAMPLES:
+        return (f"Not enough evidence: n={n}. Evaluate at least {MIN_EXAMPLES} examples "
+                "(raise the limit) before choosing.")
+    if bt.metrics.accuracy == 0 and bp.metrics.accuracy == 0:
+        return ("No recommendation: neither column answered any example correctly; check the "
+                "template and the metric on a few outputs (Enter on an example).")
+    p, how = paired_p_value(bt, bp)
+    evidence = f"p = {p:.2g}, {how}"
+    if abs(diff) > tol and p < ALPHA:
+        if diff > 0:
+            return f"Recommendation: use the fine-tuned adapter ({evidence})."
+        return (f"Recommendation: keep prompting ({bp.column.name}); the adapter needs more "
+                f"training or data ({evidence}).")
+    if bt.metrics.prompt_tokens < bp.metrics.prompt_tokens and diff >= -tol:
+        return ("Recommendation: use the fine-tuned adapter — no measurable difference in "
+                f"results ({evidence}) with shorter prompts.")
+    return f"No recommendation: the difference is within noise ({evidence})."
+
+
 def recommend(result: MatrixResult, tolerance: float | None = None) -> str:
     """A plain-language verdict from the table: the best column, what the adapter buys against the
     best prompting column, and the cost in prompt tokens and latency. Differences smaller than one
@@ -335,14 +360,7 @@ def recommend(result: MatrixResult, tolerance: float | None = None) -> str:
                            f"{_pct(-diff)} ({_pct(bt.metrics.accuracy)} vs "
                            f"{_pct(bp.metrics.accuracy)}), using {tokens} prompt tokens")
             parts.append(verdict + ".")
-            if diff >= -tol and bt.metrics.prompt_tokens < bp.metrics.prompt_tokens:
-                parts.append("Recommendation: use the fine-tuned adapter — same or better "
-                             "results with shorter prompts.")
-            elif diff >= -tol:
-                parts.append("Recommendation: use the fine-tuned adapter.")
-            else:
-                parts.append(f"Recommendation: keep prompting ({bp.column.name}); the adapter "
-                             "needs more training or data.")
+            parts.append(_verdict(bt, bp, diff, tol, n))
         else:
             parts.append(f"The {bt.column.name} column scores {_pct(bt.metrics.accuracy)} "
                          f"{metric}.")
