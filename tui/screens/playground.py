@@ -33,7 +33,7 @@ from textual.widgets import (
     TabPane,
     TextArea,
 )
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.errors import TunedeckError
 from tui.messages import ModelStateChanged
@@ -528,62 +528,91 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         else:
             self._refresh_timer = self.set_timer(REFRESH_DELAY, self.refresh_prompt)
 
-    def refresh_prompt(self, ready: Any = None) -> Any:
-        """Re-render the prompt and count it; returns the BuiltPrompt or None (error shown).
+    def refresh_prompt(self, ready: Any = None) -> None:
+        """Re-render the prompt and count it, in a worker: a slow template never holds the UI.
 
         `ready`: the BuiltPrompt of the current template, values and strategy when the caller
-        has just built it (a run), so it is shown without being built and tokenized again.
+        has just built it (a run), so it is shown at once without being built again.
         """
-        from engine.templates import TemplateError, render_text
+        from engine.templates import TemplateError
 
         self._refresh_timer = None
-        meter = self.query_one("#meter", TokenMeter)
-        error = self.query_one("#template-error", Static)
-        view = self.query_one("#prompt-view", TextArea)
-        warnings = self.query_one("#prompt-warnings", Static)
         self._built = None
         template = self.current_template()
         try:
             names = template.variables()
         except TemplateError as err:
-            error.update(_template_error_text(err))
-            meter.clear("template error")
-            return None
-        error.update("")
+            self.query_one("#template-error", Static).update(_template_error_text(err))
+            self.query_one("#meter", TokenMeter).clear("template error")
+            return
+        self.query_one("#template-error", Static).update("")
         self._sync_variables(names)
         values = {name: self._values.get(name, "") for name in names}
         loaded = self._loaded()
-        try:
-            if loaded is None:
-                view.load_text(render_text(template, values))
-                warnings.update("")
-                meter.clear("no model yet: tokens are counted once it is loaded")
-                return None
-            built = ready if ready is not None else self._build(template, values, self.strategy(),
-                                                                  loaded)
-        except TemplateError as err:
-            error.update(_template_error_text(err))
-            warnings.update(_template_error_text(err))
-            meter.clear("template error")
-            return None
+        if ready is not None:
+            self._show_prompt(ready)
+            return
+        try:  # the form is read here, on the UI thread; the worker only renders
+            build = None if loaded is None else self._builder(template, values, self.strategy(),
+                                                              loaded)
         except TunedeckError as err:
-            warnings.update(str(err))
+            self._show_prompt(err)
+            return
+        self._render_worker(template, values, build)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="prompt",
+          description="Rendering the prompt")
+    def _render_worker(self, template: Any, values: dict, build: Any) -> None:
+        from engine.templates import render_text
+
+        try:
+            result = build() if build is not None else render_text(template, values)
+        except TunedeckError as err:
+            result = err
+        self.app.call_from_thread(self._show_prompt, result, get_current_worker())
+
+    def _show_prompt(self, result: Any, worker: Any = None) -> None:
+        """Show a BuiltPrompt, the rendered text (no model yet), or why there is neither."""
+        from engine.templates import TemplateError
+
+        if worker is not None and worker.is_cancelled:  # a newer render has been asked for
+            return
+        meter = self.query_one("#meter", TokenMeter)
+        warnings = self.query_one("#prompt-warnings", Static)
+        if isinstance(result, TemplateError):
+            self.query_one("#template-error", Static).update(_template_error_text(result))
+            warnings.update(_template_error_text(result))
+            meter.clear("template error")
+            return
+        if isinstance(result, TunedeckError):
+            warnings.update(str(result))
             meter.clear("cannot build the prompt")
-            return None
-        self._built = built
-        view.load_text(built.text)
-        warnings.update("\n".join(built.warnings))
-        note = f"{built.examples_used} examples" if built.examples_used else ""
-        meter.set_budget(built.budget.used, built.budget.available, built.budget.window, note)
-        return built
+            return
+        view = self.query_one("#prompt-view", TextArea)
+        if isinstance(result, str):
+            view.load_text(result)
+            warnings.update("")
+            meter.clear("no model yet: tokens are counted once it is loaded")
+            return
+        self._built = result
+        view.load_text(result.text)
+        warnings.update("\n".join(result.warnings))
+        note = f"{result.examples_used} examples" if result.examples_used else ""
+        meter.set_budget(result.budget.used, result.budget.available, result.budget.window,
+                         note)
 
     def _build(self, template: Any, values: dict, strategy: Any, loaded: Any) -> Any:
+        return self._builder(template, values, strategy, loaded)()
+
+    def _builder(self, template: Any, values: dict, strategy: Any, loaded: Any) -> Any:
+        """Building the prompt as a call that any thread may make: the form is read now."""
         from engine.strategies import build_prompt
 
-        return build_prompt(template, values, loaded.tokenizer, strategy,
-                            examples=self._few_shot_pool() if strategy.uses_examples else (),
-                            max_new_tokens=self.params().max_new_tokens,
-                            context_window=loaded.info.context_window)
+        examples = self._few_shot_pool() if strategy.uses_examples else ()
+        max_new_tokens = self.params().max_new_tokens
+        return lambda: build_prompt(template, values, loaded.tokenizer, strategy,
+                                    examples=examples, max_new_tokens=max_new_tokens,
+                                    context_window=loaded.info.context_window)
 
     # ------------------------------------------------------------------ run / cancel
     def action_run(self) -> None:
