@@ -7,7 +7,7 @@ row (missing/empty/wrong-typed fields) as plain tuples, so the validator and the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,9 +64,11 @@ class Example:
         return self.completion or self.chosen
 
     def key(self) -> tuple:
-        """Identity for duplicate and leakage checks: the content, not the line."""
-        return (self.system, self.instruction, self.prompt, self.completion, self.chosen,
-                self.rejected, self.label)
+        """Identity for duplicate and leakage checks: everything training reads from the row
+        (the whole conversation too), not the line."""
+        turns = tuple((m.get("role"), m.get("content")) for m in self.messages or ())
+        return (self.system, self.instruction, self.prompt, self.completion, self.rationale,
+                self.answer, self.chosen, self.rejected, self.label, turns)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +187,54 @@ def _check_messages(row: dict, name: str, out: list[Problem]) -> None:
             return
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def _check_roles(messages: list[dict], name: str, out: list[Problem],
+                 where: Callable[[int], str] | None = None) -> None:
+    for i, msg in enumerate(messages):
+        if msg["role"] not in ROLES:
+            out.append(("unknown_role", where(i) if where else f"{name}[{i}]",
+                        f"message {i} has role '{msg['role']}'; only system, user and assistant "
+                        "are understood", "rename the role to system, user or assistant (tool "
+                        "turns and other roles are not supported)"))
+            return
+
+
+def _check_turns(messages: list[dict], name: str, out: list[Problem],
+                 split: tuple[str, int] | None = None) -> None:
+    """Roles known, and in the order chat training expects: an optional system message, then
+    user and assistant alternating, ending with the assistant's answer (what is learnt).
+    `split`: (the second field, where it starts) when the turns come from two fields."""
+
+    def where(i: int) -> str:
+        if split is not None and i >= split[1]:
+            return f"{split[0]}[{i - split[1]}]"
+        return f"{name}[{i}]"
+
+    _check_roles(messages, name, out, where)
+    if out:
+        return
+    if not any(m["role"] == "user" for m in messages):
+        out.append(("missing_field", name, "no message has role 'user'",
+                    "add a {\"role\": \"user\", …} message"))
+        return
+    start = 1 if messages[0]["role"] == "system" else 0
+    for i in range(start, len(messages)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        role = messages[i]["role"]
+        if role != expected:
+            out.append(("turn_order", where(i), f"message {i} is '{role}' where '{expected}' "
+                        "belongs: turns go (system,) user, assistant, user, assistant, …",
+                        "reorder or merge the messages so user and assistant alternate, with "
+                        "at most one system message, first"))
+            return
+    if messages[-1]["role"] != "assistant":
+        out.append(("turn_order", where(len(messages) - 1), "the conversation ends with a user "
+                    "turn: there is no answer to learn", "add the assistant's answer as the last "
+                    "message"))
+
+
 _SEED_OPTIONAL = ("instruction", "system", "rationale", "answer")
 
 
@@ -210,11 +260,13 @@ def check_row(row: dict, schema: str) -> list[Problem]:
     elif schema == "conversational":
         _check_messages(row, "prompt", out)
         _check_messages(row, "completion", out)
+        if not out:
+            _check_turns(row["prompt"] + row["completion"], "prompt", out,
+                         split=("completion", len(row["prompt"])))
     elif schema == "messages":
         _check_messages(row, "messages", out)
-        if not out and not any(m["role"] == "user" for m in row["messages"]):
-            out.append(("missing_field", "messages", "no message has role 'user'",
-                        "add a {\"role\": \"user\", …} message"))
+        if not out:
+            _check_turns(row["messages"], "messages", out)
     elif schema == "text":
         _check_text(row, "text", True, out)
     elif schema == "alpaca":
@@ -227,8 +279,14 @@ def check_row(row: dict, schema: str) -> list[Problem]:
             value = row.get(name)
             if isinstance(value, list):
                 _check_messages(row, name, out)
+                if not out:
+                    _check_roles(value, name, out)
             else:
                 _check_text(row, name, True, out)
+        if not out and _as_text(row["chosen"]).strip() == _as_text(row["rejected"]).strip():
+            out.append(("same_answers", "rejected", "'chosen' and 'rejected' are the same "
+                        "answer, so the pair prefers nothing",
+                        "make 'rejected' the worse answer, or remove the row"))
     elif schema == "unpaired_preference":
         _check_text(row, "prompt", True, out)
         _check_text(row, "completion", True, out)
