@@ -9,7 +9,6 @@ the schema, append a function to ``MIGRATIONS``; never edit a released one.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, database_problem
 
 
 def _v1_tries(db: sqlite3.Connection) -> None:
@@ -150,7 +149,12 @@ def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
             foreign_keys: bool = False) -> sqlite3.Connection:
     """Open (creating on first use) and migrate the history database in WAL mode, so the TUI and
     the CLI can write at the same time."""
-    paths.ensure_dir(path.parent)
+    try:
+        paths.ensure_dir(path.parent)
+    except OSError as err:
+        raise TunedeckError(f"{path.parent}: cannot create the data home "
+                            f"({err.strerror or err}): is it read-only? Set TUNEDECK_HOME to a "
+                            "writable folder.") from None
     try:
         db = sqlite3.connect(path, check_same_thread=False, timeout=timeout,
                              isolation_level=None)
@@ -161,9 +165,38 @@ def connect(path: Path, synchronous: str = "NORMAL", timeout: float = 10,
             db.execute("PRAGMA foreign_keys=ON")
         migrate(db)
     except sqlite3.DatabaseError as err:
-        raise TunedeckError(f"{path}: cannot open the history database: {err}. "
-                            "Move the file away to start a new history.") from None
+        if _cannot_write(err) and path.is_file():
+            # A read-only home: reading the history still works; a write says read-only.
+            read_only = _connect_read_only(path, timeout)
+            if read_only is not None:
+                return read_only
+        raise TunedeckError(database_problem(err, path)) from None
     return db
+
+
+def _cannot_write(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection | None:
+    """The database opened for reading only (``immutable`` when even the WAL index cannot be
+    made), or None; one that needs a schema upgrade cannot be read this way."""
+    for query in ("mode=ro", "immutable=1"):
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True,
+                                 check_same_thread=False, timeout=timeout, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError:
+            continue
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise TunedeckError(f"{path}: the history database is read-only and has schema "
+                                f"version {version}, not {SCHEMA_VERSION}; make it writable once "
+                                "so tunedeck can upgrade it.")
+        return db
+    return None
 
 
 class Database:
@@ -250,15 +283,13 @@ class Store(Database):
 
     def export_tries_jsonl(self, out: Path) -> int:
         """Every try, oldest first, one JSON object per line; written atomically."""
-        out = Path(out)
-        paths.ensure_dir(out.parent)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        from engine.safe_write import output_file
+
         count = 0
         with self._lock:
             rows = self._conn().execute(f"SELECT {_COLUMNS} FROM tries ORDER BY id")
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with output_file(Path(out)) as fh:
                 for row in rows:
                     fh.write(json.dumps(_row_to_try(row).as_dict(), ensure_ascii=False) + "\n")
                     count += 1
-        os.replace(tmp, out)
         return count

@@ -308,7 +308,7 @@ async def test_a_database_error_on_looking_a_sample_up_is_shown(monkeypatch):
             await pilot.pause()
             assert bar.item is None and bar.border_title == "cannot rate this run's samples"
             (note,) = app._notifications
-            assert note.message == "OperationalError: database is locked"
+            assert "the history database is busy (database is locked)" in note.message
 
 
 async def test_the_bar_closes_the_store_it_opened_and_not_one_handed_in():

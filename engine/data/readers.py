@@ -121,6 +121,14 @@ def _jsonl_line(number: int, raw: bytes, decoder: json.JSONDecoder) -> Iterator[
                      message=f"invalid JSON at column {err.colno}: {err.msg}",
                      fix="fix the JSON syntax; each line must be one complete JSON object")
         return
+    except RecursionError:
+        yield _too_deep(number)
+        return
+    if isinstance(value, dict) and (b"\\ud" in raw or b"\\uD" in raw):
+        bad = _surrogate_field(value)
+        if bad is not None:
+            yield _surrogate_record(number, bad)
+            return
     if not isinstance(value, dict):
         kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
             type(value), "a number")
@@ -129,6 +137,43 @@ def _jsonl_line(number: int, raw: bytes, decoder: json.JSONDecoder) -> Iterator[
                      fix="write each row as an object: {\"prompt\": …, \"completion\": …}")
         return
     yield Record(number, row=value)
+
+
+def _too_deep(line: int) -> Record:
+    return Record(line, code="invalid_json", severity="error",
+                  message="JSON nested too deeply to read (lists or objects inside each other "
+                  "hundreds of levels deep)", fix="flatten the row: text fields hold strings")
+
+
+def _surrogate_field(row: dict) -> str | None:
+    """The first field (``messages[1].content``) holding a lone surrogate (``"\\ud800"``): JSON
+    allows the escape, but it is no character, and tokenizers and UTF-8 writers fail on it."""
+    stack: list[tuple[str, Any]] = [(k, v) for k, v in reversed(row.items())]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _has_lone_surrogate(value):
+                return path
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_record(line: int, field: str) -> Record:
+    return Record(line, code="lone_surrogate", severity="error", field=field,
+                  message=f"'{field}' holds a lone surrogate escape (\\ud800–\\udfff), "
+                  "which is not a character", fix="remove the escape, or write the whole "
+                  "surrogate pair (e.g. \\ud83d\\ude00) or the character itself")
 
 
 class JsonArraySource(Source):
@@ -150,6 +195,7 @@ class JsonArraySource(Source):
                          "file could not be read", fix="re-save the file as UTF-8")
             return
         decoder = json.JSONDecoder()
+        escapes = "\\ud" in text or "\\uD" in text  # rows are only searched when it matters
         pos = _skip_ws(text, 0)
         pos += 1  # the opening bracket, checked by the caller
         line = text.count("\n", 0, pos) + 1
@@ -167,7 +213,13 @@ class JsonArraySource(Source):
                              message=f"invalid JSON at column {err.colno}: {err.msg}; the rest "
                              "of the file could not be read", fix="fix the JSON syntax")
                 return
-            if isinstance(value, dict):
+            except RecursionError:
+                yield _too_deep(line)
+                return
+            bad = _surrogate_field(value) if escapes and isinstance(value, dict) else None
+            if bad is not None:
+                yield _surrogate_record(line, bad)
+            elif isinstance(value, dict):
                 yield Record(line, row=value)
             else:
                 yield Record(line, code="not_object", severity="error",

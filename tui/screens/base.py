@@ -10,17 +10,15 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from engine.errors import TunedeckError, first_line
+from engine.errors import describe_failure
 
 
 def describe_error(error: BaseException | None) -> str:
-    """A one-line, user-facing description of a worker's error."""
+    """A one-line, user-facing description of a worker's error (the CLI's words: OS and
+    database errors say what happened to which file and what to do)."""
     if error is None:
         return "unknown error"
-    if isinstance(error, TunedeckError):
-        return str(error)
-    line = first_line(error)
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return describe_failure(error)
 
 
 class WorkbenchScreen(Screen):
