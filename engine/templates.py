@@ -12,7 +12,6 @@ Built-in templates live in ``engine/builtin_templates/*.yaml``; user templates a
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -314,10 +313,10 @@ def save_template(t: PromptTemplate) -> Path:
     if not t.name.strip():
         raise TunedeckError("A template needs a name.")
     t.check()
-    folder = paths.ensure_dir(paths.templates_dir())
-    path = folder / f"{_slug(t.name)}.yaml"
+    from engine.safe_write import output_file
+
+    path = paths.templates_dir() / f"{_slug(t.name)}.yaml"
     text = template_to_yaml(t)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with output_file(path) as fh:  # saving a template replaces its earlier version by design
+        fh.write(text)
     return path

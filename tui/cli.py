@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sqlite3
 import sys
 
 from engine import __version__
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, describe_failure
 
 # One module per command group; order is the order in `tunedeck --help`.
 COMMAND_MODULES = [
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         from tui.app import run_app
 
         return run_app(model=args.model)
+    from engine.safe_write import clean_data_home
+
+    clean_data_home()  # temporary files a killed write left behind
     try:
         return int(args.func(args) or 0)
     except TunedeckError as err:
@@ -57,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunedeck: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # OS and database errors, and anything unforeseen: no traceback
+        if os.environ.get("TUNEDECK_DEBUG"):
+            raise
+        hint = "" if isinstance(err, (OSError, sqlite3.Error, RecursionError, UnicodeError)) \
+            else " (TUNEDECK_DEBUG=1 shows the traceback)"
+        print(f"tunedeck: {describe_failure(err)}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

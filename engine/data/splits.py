@@ -71,12 +71,12 @@ def leakage(splits: dict[str, Sequence[Example]]) -> list[Leak]:
 
 def write_jsonl(examples: Sequence[Example], path: Path,
                 fields: Sequence[str] = ("instruction", "prompt", "completion")) -> Path:
-    """Write examples in the seed format (only the non-empty `fields`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    """Write examples in the seed format (only the non-empty `fields`), atomically: the caller
+    checks the target first (`engine.safe_write.check_target`)."""
+    from engine.safe_write import output_file
+
+    with output_file(path) as fh:
         for ex in examples:
             row = {f: getattr(ex, f) for f in fields if getattr(ex, f) not in ("", None)}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path

@@ -2,7 +2,7 @@
 
     tunedeck data check FILE [--map a=prompt,…] [--model M] [--max-len N] [--strict]
     tunedeck data stats FILE [--map …] [--model M]
-    tunedeck data split FILE --out DIR [--seed N] [--ratios 0.8,0.1,0.1]
+    tunedeck data split FILE --out DIR [--seed N] [--ratios 0.8,0.1,0.1] [--force]
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--out", required=True, help="folder for train/validation/test.jsonl")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--ratios", default="0.8,0.1,0.1", help="three shares (default 0.8,0.1,0.1)")
+    split.add_argument("--force", action="store_true",
+                       help="replace train/validation/test.jsonl already in --out (never the input)")
     split.set_defaults(func=run_split)
 
 
@@ -150,14 +152,24 @@ def run_split(args: argparse.Namespace) -> int:
         ratios = [float(x) for x in args.ratios.split(",")]
     except ValueError as err:
         raise TunedeckError("--ratios: write three numbers, e.g. 0.8,0.1,0.1") from err
+    from engine.safe_write import check_target
+
+    source = data.open_source(args.file, args.split).path
+    names = ("train", "validation", "test")
+    if Path(args.out).expanduser().is_file():
+        raise TunedeckError(f"--out {args.out}: is a file; give a folder for "
+                            "train/validation/test.jsonl")
+    # Every target is checked before anything is written: no half-replaced set of splits.
+    targets = {name: check_target(Path(args.out) / f"{name}.jsonl", force=args.force,
+                                  inputs=[source], what=f"{name} split") for name in names}
     examples = data.load_examples(args.file, mapping=data.parse_mapping(args.map),
                                   split=args.split)
-    parts = data.split_examples(examples, ratios=ratios, seed=args.seed)
+    parts = data.split_examples(examples, ratios=ratios, seed=args.seed, names=names)
     fields = [f for f in ("system", "instruction", "prompt", "rationale", "answer", "completion",
                           "chosen", "rejected") if any(getattr(e, f) for e in examples)]
     out = console()
     for name, rows in parts.items():
-        path = data.write_jsonl(rows, Path(args.out) / f"{name}.jsonl", fields=fields)
+        path = data.write_jsonl(rows, targets[name], fields=fields)
         out.print(f"{name}: {len(rows):,} rows → {path}")
     leaks = data.leakage(parts)
     out.print(f"exact-duplicate leakage across splits: {len(leaks)}")

@@ -4,7 +4,7 @@
     tunedeck ratings import --tries | --run RUN_ID
     tunedeck ratings rate ID [--stars N] [--up | --down] [--ideal TEXT] [--comment TEXT]
     tunedeck ratings choose PAIR_ID a|b|tie
-    tunedeck ratings export --format sft|dpo|kto OUT.jsonl
+    tunedeck ratings export --format sft|dpo|kto OUT.jsonl|FOLDER [--force]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="conversational messages or plain text (default: as the sources were)")
     p.add_argument("--good-stars", type=int, default=4, help="stars that accept (default 4)")
     p.add_argument("--bad-stars", type=int, default=2, help="stars that reject (default 2)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.set_defaults(func=run)
 
 
@@ -132,7 +133,7 @@ def _choose(store, args: argparse.Namespace) -> int:
 def _export(store, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    report = store.export(args.fmt, Path(args.out), style=args.style,
+    report = store.export(args.fmt, Path(args.out), force=args.force, style=args.style,
                           good_stars=args.good_stars, bad_stars=args.bad_stars)
     console().print(report.text())
     return 0 if report.rows else 1
