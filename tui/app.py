@@ -30,8 +30,10 @@ class TunedeckApp(App):
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Out of the footer: Home lists them, and `?` on every screen; the footer is for the
+        # keys of the screen in front (at 80 columns there is room for little else).
         *[
-            Binding(entry.key, f"switch_mode('{entry.name}')", entry.title, show=True)
+            Binding(entry.key, f"switch_mode('{entry.name}')", entry.title, show=False)
             for entry in SCREENS
         ],
     ]
@@ -103,36 +105,22 @@ class TunedeckApp(App):
 
     # ------------------------------------------------------------------ help and palette
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from tui.screens.help import HelpScreen, help_rows
 
         if isinstance(self.screen, HelpScreen):
             return
-        ranked: list[tuple[int, str, str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        for active in self.active_bindings.values():
-            binding = active.binding
-            if not binding.description or binding.action.startswith("switch_mode"):
-                continue
-            label = binding.key_display or self.get_key_display(binding)
-            if (label, binding.description) in seen:
-                continue
-            seen.add((label, binding.description))
-            # The screen's own keys first, then the global ones, then the focused widget's.
-            if isinstance(active.node, Screen):
-                rank, where = 0, "this screen"
-            elif active.node is self:
-                rank, where = 1, "everywhere"
-            else:
-                rank, where = 2, type(active.node).__name__
-            ranked.append((rank, label, binding.description, where))
-        ranked.sort(key=lambda row: row[0])
-        rows = [(label, description, where) for _, label, description, where in ranked]
-        for entry in SCREENS:
-            rows.append((entry.key.upper(), f"{entry.title}: {entry.description}", "everywhere"))
-        rows.append(("Ctrl+P", "command palette: screens, model, theme", "everywhere"))
         title = getattr(self.screen, "HELP_TITLE", None) or type(self.screen).__name__
         intro = getattr(self.screen, "HELP", "")
-        self.push_screen(HelpScreen(title, rows, intro))
+        self.push_screen(HelpScreen(title, help_rows(self), intro))
+
+    async def action_quit(self) -> None:
+        # Screens keep what they would lose (the Playground its settings) while their widgets
+        # still exist: by unmount time they are gone.
+        for screen in self._installed_and_stacked_screens():
+            keep = getattr(screen, "save_settings", None)
+            if callable(keep) and screen.is_mounted:
+                keep()
+        await super().action_quit()
 
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -35,13 +36,32 @@ def model_rows(info: Any) -> list[tuple[str, str]]:
     ]
 
 
+def screens_table() -> Table:
+    """The screens and what each is for; the last column wraps at word boundaries, so a narrow
+    terminal gets two lines for a row instead of a description cut mid-word."""
+    table = Table(box=None, expand=True, pad_edge=False, header_style="bold")
+    table.add_column("key", no_wrap=True)
+    table.add_column("screen", no_wrap=True)
+    table.add_column("what for", ratio=1, overflow="fold")
+    for entry in SCREENS:
+        table.add_row(entry.key.upper(), entry.title, entry.description)
+    table.add_row("?", "Help", "the keys of the screen in front")
+    table.add_row("^P", "Palette", "every command by name: screens, model, theme")
+    return table
+
+
 class HomeScreen(WorkbenchScreen):
     HELP_TITLE = "Home"
     HELP = ("Home shows the active model. The function keys switch screens; m chooses another "
             "model, r reloads this one.")
+    # The function keys are listed in this footer only; other screens' footers keep their room
+    # for their own keys. At 80 columns m and F2-F8 fill it: r (reload) and Ctrl+P (the palette)
+    # are in `?` and in the table below.
     BINDINGS = [
         Binding("m", "app.choose_model", "Model"),
-        Binding("r", "reload", "Reload"),
+        Binding("r", "reload", "Reload", show=False),
+        *[Binding(entry.key, f"app.switch_mode('{entry.name}')", entry.title)
+          for entry in SCREENS[1:]],
     ]
     DEFAULT_CSS = """
     HomeScreen #model-panel { height: auto; border: round $primary; padding: 0 1; }
@@ -59,15 +79,11 @@ class HomeScreen(WorkbenchScreen):
             yield Static("", id="model-status")
             yield DataTable(id="model-table", show_header=False, cursor_type="none")
         with Horizontal(id="screens"):
-            yield DataTable(id="screens-table", cursor_type="none")
-        yield Footer()
+            yield Static(screens_table(), id="screens-table")
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#model-panel").border_title = "model"
-        screens = self.query_one("#screens-table", DataTable)
-        screens.add_columns("key", "screen", "what for")
-        for entry in SCREENS:
-            screens.add_row(entry.key.upper(), entry.title, entry.description)
         table = self.query_one("#model-table", DataTable)
         table.add_columns("field", "value")
         self.watch(self.app, "model_detail", self._detail_changed)
