@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import (
     Footer,
@@ -39,6 +40,7 @@ from engine.errors import TunedeckError
 from tui.messages import ModelStateChanged
 from tui.screens.adapter_picker import AdapterControls
 from tui.screens.base import WorkbenchScreen, describe_error
+from tui.screens.playground_modes import PlaygroundModes
 from tui.widgets.completion_view import CompletionUpdate, CompletionView, metrics_line
 from tui.widgets.rating_bar import RATING_BINDINGS, RatingBar, RatingKeys
 from tui.widgets.token_meter import TokenMeter
@@ -113,7 +115,8 @@ def _field(label: str, widget: Any, field_id: str) -> Horizontal:
 PLAYGROUND_RATING_BINDINGS = [replace(b, show=False) for b in RATING_BINDINGS]
 
 
-class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
+class PlaygroundScreen(RatingKeys, PlaygroundModes, AdapterControls, WorkbenchScreen,
+                       inherit_bindings=False):
     HELP_TITLE = "Playground"
     HELP = (
         "Edit the template (Jinja: {{ variable }}), fill its variables on the Inputs tab or load a "
@@ -124,15 +127,24 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         "output (Tab or a click) and rate it: 1-5 stars, + / - thumbs, e edits the ideal answer."
     )
     # The rating keys are plain screen bindings: while a text box has focus it keeps its typing.
+    # The footer lists the keys in this order, so the whole list is spelled out here (the
+    # mixins' and Screen's keys included, inherit_bindings=False) rather than inherited in the
+    # order of the classes.
+    # Tabs: Ctrl+G survives every terminal and tmux (a plain control byte); Alt+1…4 does not
+    # (many send ESC 1, or a character such as "¡"), so it stays as an extra only.
     BINDINGS = [
+        *Screen.BINDINGS,
         *PLAYGROUND_RATING_BINDINGS,
         Binding("ctrl+r", "run", "Run", priority=True),
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+t", "toggle_compare", "Compare", priority=True),
+        Binding("ctrl+g", "next_tab", "Tab", priority=True),
+        Binding("ctrl+f", "choose_adapter", "Adapter", priority=True),
+        Binding("ctrl+b", "toggle_adapter_compare", "vs base", priority=True),
+        Binding("ctrl+l", "toggle_wide", "Wide", priority=True),
+        Binding("ctrl+o", "history", "History", priority=True),
         Binding("ctrl+n", "next_row", "Next row", priority=True),
         Binding("ctrl+s", "save_template", "Save", priority=True),
-        Binding("ctrl+o", "history", "History", priority=True),
-        Binding("ctrl+l", "toggle_wide", "Wide output", priority=True, show=False),
         Binding("alt+1", "tab('tab-template')", "Template tab", show=False),
         Binding("alt+2", "tab('tab-inputs')", "Inputs tab", show=False),
         Binding("alt+3", "tab('tab-strategy')", "Strategy tab", show=False),
@@ -258,6 +270,7 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
     def on_mount(self) -> None:
         self.query_one("#pg-left").border_title = "prompt"
         self._load_template_list()
+        self._restore_settings()
         self._show_model_state()
 
     def _load_template_list(self) -> None:
@@ -281,6 +294,7 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         self._show_model_state()
 
     def _show_model_state(self) -> None:
+        self._sync_adapter_title()
         state = getattr(self.app, "model_state", "idle")
         if state == "ready":
             self._set_status("")
@@ -667,6 +681,7 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         self._cancel = threading.Event()
         self._generating = True
         self.refresh_bindings()
+        self.save_settings()
         self._set_status("Generating… Esc cancels.")
         generator, adapter = self._adapter_generator(loaded)
         context = {
@@ -686,6 +701,9 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         return adapters.AdapterSet.of(loaded).bind(generator), adapters.active_ref(loaded)
 
     def _pane_title(self, job: RunJob) -> str:
+        if job.generator is not None:
+            # Base vs adapter: which model first, so a narrow pane still tells the two apart.
+            return f"{job.generator.label} · {job.strategy.kind}"
         if not self._compare:
             return f"output · {job.label}"
         return job.label
@@ -837,6 +855,12 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
     def _ensure_panes(self, count: int) -> list[CompletionView]:
         grid = self.query_one("#outputs", Grid)
         panes = list(grid.query(CompletionView))
+        if len(panes) != count:
+            # Another mode: what the panes showed belongs to the old one (a CoT answer must not
+            # appear under the zero-shot pane of a new compare).
+            for pane in panes[:count]:
+                pane.reset()
+            self._auto_wide(count > 1)
         for pane in panes[count:]:
             pane.remove()
         for index in range(len(panes), count):
@@ -887,12 +911,6 @@ class PlaygroundScreen(RatingKeys, AdapterControls, WorkbenchScreen):
         else:
             self._ensure_panes(1)[0].set_title("output")
             self._set_status("Single mode.")
-
-    def action_toggle_wide(self) -> None:
-        self.toggle_class("wide")
-
-    def action_tab(self, tab: str) -> None:
-        self.query_one("#pg-tabs", TabbedContent).active = tab
 
     def action_save_template(self) -> None:
         from engine.templates import TemplateError, is_builtin, save_template

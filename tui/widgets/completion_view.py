@@ -68,6 +68,15 @@ class CompletionView(Vertical):
         self._title = title
         self.border_title = title
 
+    def reset(self, title: str | None = None) -> None:
+        """Empty: no text, answer or metrics (the pane now stands for another run)."""
+        if title is not None:
+            self.set_title(title)
+        self.remove_class("running", "failed")
+        self.set_text("")
+        self.set_answer(None)
+        self.set_metrics("")
+
     def start(self, title: str | None = None) -> None:
         if title is not None:
             self.set_title(title)
