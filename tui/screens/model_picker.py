@@ -34,6 +34,7 @@ class ModelPicker(ReferencePicker):
             yield Input(placeholder=self._current, id="ref")
 
     def on_mount(self) -> None:
+        self.query_one("#models", OptionList).focus()
         self._list_models()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models")
@@ -50,3 +51,8 @@ class ModelPicker(ReferencePicker):
             options.add_option(Option(label, id=entry.ref))
         if not entries:
             options.add_option(Option("No models found on this machine", disabled=True))
+        else:
+            # Highlight the first entry, so Enter takes it without a Down first; the active
+            # model's entry when it is listed.
+            refs = [entry.ref for entry in entries]
+            options.highlighted = refs.index(self._current) if self._current in refs else 0
