@@ -37,6 +37,18 @@ from tui.screens.base import WorkbenchScreen
 from tui.widgets.histogram import Histogram
 
 BROWSE_ROWS = 2000  # rows kept for the table and the token statistics
+DEFAULT_MAX_LEN = "2048"  # tokens: rows over it are flagged, as `data check --max-len` does
+# What each detected layout is, for the summary line ("schema seed" alone says nothing).
+SCHEMA_HELP = {
+    "seed": "prompt + completion, optional instruction / system / rationale (tunedeck's format)",
+    "prompt_completion": "TRL prompt + completion",
+    "conversational": "prompt + completion as chat messages",
+    "messages": "a chat in a messages list",
+    "text": "plain text (completion-only training)",
+    "alpaca": "Alpaca instruction / input / output",
+    "preference": "prompt + chosen + rejected (DPO)",
+    "unpaired_preference": "prompt + completion + good/bad label (KTO)",
+}
 DATA_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 
 
@@ -102,7 +114,9 @@ class DataScreen(WorkbenchScreen):
     HELP = ("Type a dataset path (→ accepts the suggested completion) and press Enter, or open "
             "the file tree with ctrl+o. The report lists every problem with its line and field; "
             "Enter on a problem shows that line and, for usable rows, jumps to it in Rows. "
-            "Lengths shows prompt + completion tokens with the active model's tokenizer.")
+            "Enter on a row shows the whole row. Rows over 'max tokens' (prompt + completion "
+            "with the active model's tokenizer, as `data check --max-len`) are flagged; Enter "
+            "in that box re-checks. Lengths shows prompt + completion tokens.")
     BINDINGS = [
         Binding("ctrl+o", "toggle_tree", "Files"),
         Binding("ctrl+r", "reload", "Reload"),
@@ -111,6 +125,8 @@ class DataScreen(WorkbenchScreen):
     DEFAULT_CSS = """
     DataScreen #data-path-row { height: 3; }
     DataScreen #data-path { width: 1fr; }
+    DataScreen #data-max-len-label { width: auto; padding: 1 0 0 1; color: $text-muted; }
+    DataScreen #data-max-len { width: 10; }
     DataScreen #data-progress { height: 1; display: none; padding: 0 1; }
     DataScreen #data-progress.loading { display: block; }
     DataScreen #data-body { height: 1fr; }
@@ -136,6 +152,8 @@ class DataScreen(WorkbenchScreen):
         with Horizontal(id="data-path-row"):
             yield Input(placeholder="dataset path (file, folder or hub id) — Enter opens",
                         id="data-path", suggester=PathSuggester())
+            yield Static("max tokens", id="data-max-len-label")
+            yield Input(DEFAULT_MAX_LEN, id="data-max-len", type="integer", placeholder="none")
         yield ProgressBar(total=1.0, show_eta=False, id="data-progress")
         with Horizontal(id="data-body"), TabbedContent(id="data-tabs"):
             with TabPane("Problems", id="tab-problems"), Vertical():
@@ -193,14 +211,32 @@ class DataScreen(WorkbenchScreen):
         self.query("#data-tree").remove()
         self.open_path(str(event.path))
 
+    @on(Input.Submitted, "#data-max-len")
+    def _max_len_submitted(self) -> None:
+        self.action_reload()
+
+    def max_len(self) -> int | None:
+        text = self.query_one("#data-max-len", Input).value.strip()
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
     def open_path(self, path: str) -> None:
         self.path = path
-        self.query_one("#data-summary", Static).update(Text(f"Reading {path}…"))
+        # What was on screen belongs to the previous file: a bad path must not leave it there.
+        self.loaded = None
+        self._row_index = {}
+        self.query_one("#data-issues", DataTable).clear()
+        self.query_one("#data-rows", DataTable).clear()
+        self.query_one("#data-lengths", Histogram).set_bars([])
+        self.query_one("#data-labels", Histogram).set_bars([])
+        self.query_one("#data-lengths-note", Static).update("")
+        summary = self.query_one("#data-summary", Static)
+        summary.remove_class("error", "warning", "ok")
+        summary.update(Text(f"Reading {path}…"))
         self.query_one("#data-detail", Static).update("")
         progress = self.query_one("#data-progress", ProgressBar)
         progress.update(progress=0.0)
         progress.add_class("loading")
-        self._load(path, self._tokenizer_source())
+        self._load(path, self._tokenizer_source(), self.max_len())
 
     def _tokenizer_source(self) -> Any:
         loaded = getattr(self.app, "loaded", None)
@@ -211,20 +247,25 @@ class DataScreen(WorkbenchScreen):
     # ------------------------------------------------------------------ the worker
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-load",
           description="Reading the dataset")
-    def _load(self, path: str, tokenizer: Any) -> Loaded:
+    def _load(self, path: str, tokenizer: Any, max_len: int | None = None) -> Loaded:
         from engine import data
 
         worker = get_current_worker()
-        report = data.validate(path, keep=BROWSE_ROWS,
+        note = ""
+        if isinstance(tokenizer, str):
+            try:
+                from engine import models
+
+                tokenizer = models.load_tokenizer(tokenizer)
+            except Exception as err:  # lengths are a bonus: the report still shows
+                tokenizer, note = None, f"token lengths unavailable: {err}"
+        report = data.validate(path, keep=BROWSE_ROWS, tokenizer=tokenizer,
+                               max_len=max_len if tokenizer is not None else None,
                                progress=lambda f: self.post_message(DataProgress(f)),
                                cancel=lambda: worker.is_cancelled)
-        stats, note = None, ""
+        stats = None
         if report.examples:
             try:
-                if isinstance(tokenizer, str):
-                    from engine import models
-
-                    tokenizer = models.load_tokenizer(tokenizer)
                 if tokenizer is not None:
                     stats = data.compute_stats(report.examples, tokenizer, report=report)
             except Exception as err:  # token stats are a bonus: the report still shows
@@ -258,8 +299,13 @@ class DataScreen(WorkbenchScreen):
         summary.set_class(report.ok and not report.clean, "warning")
         summary.set_class(report.clean, "ok")
         text = report.summary().replace(f"{report.path}: ", "", 1)
+        if report.schema in SCHEMA_HELP:
+            text = text.replace(f"schema {report.schema}",
+                                f"schema {report.schema} ({SCHEMA_HELP[report.schema]})", 1)
         if report.truncated:
             text += f" (first {len(report.issues):,} problems listed)"
+        if report.max_len:
+            text += f"; rows over {report.max_len:,} tokens flagged"
         summary.update(Text(text))
         issues = self.query_one("#data-issues", DataTable)
         issues.clear()
@@ -275,6 +321,7 @@ class DataScreen(WorkbenchScreen):
         self._show_stats(loaded)
         if report.issues:
             self._describe(0)
+            self.query_one("#data-tabs", TabbedContent).active = "tab-problems"
 
     def _show_stats(self, loaded: Loaded) -> None:
         stats, report = loaded.stats, loaded.report
@@ -305,6 +352,15 @@ class DataScreen(WorkbenchScreen):
         self.query_one("#data-detail", Static).update(Text(
             f"{issue.location()}{' [' + issue.field + ']' if issue.field else ''}: "
             f"{issue.message}\nfix: {issue.fix}"))
+
+    @on(DataTable.RowSelected, "#data-rows")
+    def _show_row(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row: the whole row, every field, in a scrollable view."""
+        from tui.screens.data_row import RowScreen
+
+        if self.loaded is None or not 0 <= event.cursor_row < len(self.loaded.report.examples):
+            return
+        self.app.push_screen(RowScreen(self.loaded.report.examples[event.cursor_row]))
 
     @on(DataTable.RowSelected, "#data-issues")
     def _jump(self, event: DataTable.RowSelected) -> None:
