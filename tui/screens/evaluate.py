@@ -44,6 +44,15 @@ COLUMN_CHOICES = (("zero-shot", "zero-shot", True), ("k1", "few-shot k=1", True)
 STATUS_MARK = {"correct": "✓", "wrong": "✗", "syntax_error": "S", "exec_error": "E",
                "no_answer": "–", "reference_error": "?"}
 NO_ADAPTER = "(none)"
+LEGEND = "✓ correct  ✗ wrong  S syntax error  E query failed  – no answer  ? no reference"
+# Matrix headers short enough that every column, ppl included, fits 80 columns.
+SHORT_METRIC = {"execution accuracy": "exec acc", "answer accuracy": "answer acc",
+                "normalized match": "norm match"}
+# Examples-table headers: one mark per column, so a short name keeps them all on 80 columns.
+SHORT_COLUMN = {"zero-shot": "zs", "few-shot k=1": "k1", "few-shot k=3": "k3",
+                "few-shot k=5": "k5", "self-consistency": "sc", "adapter": "ad",
+                "adapter + few-shot k=3": "ad+k3"}
+SHORT_BELOW = 32  # rows: below this the matrix and recommendation give height to the examples
 
 
 class EvalProgressUpdate(Message):
@@ -56,6 +65,16 @@ class EvalProgressUpdate(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, EvalProgressUpdate)
+
+
+def clip(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut at a word boundary with an ellipsis."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut + "…"
 
 
 def _pct(x: float) -> str:
@@ -84,7 +103,7 @@ def example_rows(result: Any) -> list[tuple[str, ...]]:
         question = " ".join(str(first.get("input", "")).split())
         marks = [STATUS_MARK.get(rows_[key]["status"], "?") if key in rows_ else " "
                  for rows_ in by_key]
-        rows.append((str(first.get("line", "")), question[:60], *marks))
+        rows.append((str(first.get("line", "")), clip(question, 40), *marks))
     return rows
 
 
@@ -107,19 +126,26 @@ class EvaluateScreen(WorkbenchScreen):
     EvaluateScreen #eval-form { height: auto; }
     EvaluateScreen #eval-form-left { width: 1fr; height: auto; }
     EvaluateScreen #eval-form-left Horizontal { height: auto; }
-    EvaluateScreen #eval-form-left Label { width: 9; padding: 1 0 0 1; }
+    EvaluateScreen #eval-form-left Horizontal { margin-bottom: 1; }
+    EvaluateScreen #eval-form-left Label { width: 9; padding: 0 0 0 1; }
     EvaluateScreen #eval-form-left Select { width: 1fr; }
-    EvaluateScreen #eval-4bit { width: auto; }
-    EvaluateScreen #eval-limit { width: 12; }
-    EvaluateScreen #eval-path { width: 1fr; }
-    EvaluateScreen #eval-columns { width: 34; height: 10; border: round $panel-lighten-2; }
+    EvaluateScreen #eval-4bit { width: auto; margin-left: 1; }
+    EvaluateScreen #eval-limit { width: 8; }
+    EvaluateScreen #eval-path { width: 1fr; margin-left: 1; }
+    EvaluateScreen #eval-columns { width: 30; height: 7; border: round $panel-lighten-2; }
     EvaluateScreen #eval-columns:focus { border: round $primary; }
     EvaluateScreen #eval-status-row { height: 1; padding: 0 1; }
     EvaluateScreen #eval-status { width: 1fr; }
     EvaluateScreen #eval-progress { width: 30; }
     EvaluateScreen #eval-matrix { height: auto; max-height: 11; }
-    EvaluateScreen #eval-recommendation { height: auto; padding: 0 1; color: $text; }
+    EvaluateScreen #eval-recommendation { height: auto; max-height: 4; padding: 0 1;
+                                          color: $text; overflow-y: auto; }
+    EvaluateScreen #eval-legend { height: auto; max-height: 2; padding: 0 1;
+                                  color: $text-muted; }
     EvaluateScreen #eval-examples { height: 1fr; min-height: 4; }
+    /* 24 rows: the matrix shares the height, so the examples table stays on screen. */
+    EvaluateScreen.short #eval-matrix { max-height: 6; }
+    EvaluateScreen.short #eval-recommendation { max-height: 2; }
     """
 
     def __init__(self) -> None:
@@ -135,17 +161,21 @@ class EvaluateScreen(WorkbenchScreen):
                 with Horizontal():
                     yield Label("Data")
                     yield Select([(label, path) for label, path in DATASETS],
-                                 value=DATASETS[0][1], allow_blank=False, id="eval-data")
+                                 value=DATASETS[0][1], allow_blank=False, id="eval-data",
+                                 compact=True)
                 with Horizontal():
                     yield Label("Adapter")
+                    # Compact: one line that cuts a long run id instead of wrapping it over
+                    # four (the whole id is in the open list).
                     yield Select([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER,
-                                 allow_blank=False, id="eval-adapter")
-                    yield Checkbox("4-bit base", id="eval-4bit")
+                                 allow_blank=False, id="eval-adapter", compact=True)
+                    yield Checkbox("4-bit base", id="eval-4bit", compact=True)
                 with Horizontal():
                     yield Label("Limit")
                     yield Input(value="20", id="eval-limit", type="integer",
-                                placeholder="all")
-                    yield Input(id="eval-path", placeholder="or a dataset folder / file")
+                                placeholder="all", compact=True)
+                    yield Input(id="eval-path", placeholder="or a dataset folder / file",
+                                compact=True)
             yield SelectionList[str](*[(label, alias, on) for alias, label, on in COLUMN_CHOICES],
                                      id="eval-columns")
         with Horizontal(id="eval-status-row"):
@@ -153,6 +183,7 @@ class EvaluateScreen(WorkbenchScreen):
             yield ProgressBar(total=1, show_eta=False, id="eval-progress")
         yield DataTable(id="eval-matrix", cursor_type="row", zebra_stripes=True)
         yield Static("", id="eval-recommendation")
+        yield Static(LEGEND, id="eval-legend", markup=False)
         yield DataTable(id="eval-examples", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -313,13 +344,22 @@ class EvaluateScreen(WorkbenchScreen):
         self.query_one("#eval-recommendation", Static).update(result.recommendation)
         examples = self.query_one("#eval-examples", DataTable)
         examples.clear(columns=True)
-        examples.add_columns("line", "input", *[c.column.name for c in result.columns])
+        examples.add_columns("line", "input", *[SHORT_COLUMN.get(c.column.name, c.column.name)
+                                                for c in result.columns])
         for index, row in enumerate(example_rows(result)):
             examples.add_row(*row, key=str(index))
+        names = [f"{SHORT_COLUMN[c.column.name]} {c.column.name}" for c in result.columns
+                 if c.column.name in SHORT_COLUMN]
+        self.query_one("#eval-legend", Static).update(LEGEND + ("\n" + ", ".join(names)
+                                                                if names else ""))
 
     @staticmethod
     def matrix_columns(metric: str) -> tuple[str, ...]:
-        return ("column", "n", metric, "norm.", "syntax", "prompt tok/q", "latency/q", "ppl")
+        return ("column", "n", SHORT_METRIC.get(metric, metric), "norm.", "syn.", "tok/q", "s/q",
+                "ppl")
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < SHORT_BELOW, "short")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "eval-examples":
