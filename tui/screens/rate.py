@@ -29,6 +29,30 @@ def _esc(text: str) -> str:
     return text.replace("[", r"\[")
 
 
+def prompt_view(item: Any) -> str:
+    """What the model was shown: the system text and the few-shot turns before the question,
+    not only the question (the rating of a few-shot answer depends on its examples)."""
+    completion = item.a if item.kind == "pair" else item
+    messages = completion.messages or []
+    if len(messages) <= 1:
+        shown = completion.prompt_text or completion.prompt
+        return shown if len(shown) > len(completion.prompt) else completion.prompt
+    parts = []
+    examples = 0
+    for message in messages[:-1]:
+        role = message.get("role", "")
+        content = str(message.get("content", ""))
+        if role == "system":
+            parts.append(f"system: {content}")
+        elif role == "user":
+            examples += 1
+            parts.append(f"example {examples} · user: {content}")
+        else:
+            parts.append(f"example {examples} · {role}: {content}")
+    parts.append(f"question: {messages[-1].get('content', completion.prompt)}")
+    return "\n".join(parts)
+
+
 def provenance(c: Any) -> str:
     """Where a completion came from, in one line."""
     parts = [{"try": f"try #{c.try_id}", "sample": "training sample", "eval": "evaluation",
@@ -173,7 +197,7 @@ class RateScreen(RatingKeys, WorkbenchScreen):
                 + ". Try prompts in the Playground (F2), or train with samples (F4); "
                 "they appear here. s / u change the filters.")
             return
-        self.query_one("#rate-prompt", Static).update(_esc(item.prompt))
+        self.query_one("#rate-prompt", Static).update(_esc(prompt_view(item)))
         if single:
             self.query_one("#rate-completion", Static).update(_esc(item.completion))
             self.query_one("#rate-provenance", Static).update(_esc(provenance(item)))
