@@ -18,6 +18,11 @@ SMOOTHING = 0.6  # EMA weight, as TensorBoard's slider: 0 = raw, towards 1 = smo
 # plotext takes ~0.35 s to draw 10k points (in the UI thread); a terminal chart is at most a few
 # hundred braille dots wide, so longer curves are thinned to this many points.
 MAX_POINTS = 400
+# Each curve has its own mark, so train / eval / lr (and overlaid runs) are told apart without
+# colour (a monochrome terminal, a colour-blind reader): a braille line, dots, a dotted line.
+TRAIN_MARK, EVAL_MARK, LR_MARK = "braille", "•", "·"
+OVERLAY_MARKS = ("braille", "•", "x", "+", "o", "*")
+SHOWN = {"braille": "⣀"}  # how the legend writes a plotext marker name
 
 
 def ema(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
@@ -46,6 +51,13 @@ class Curve:
     ys: list[float]
     right: bool = False  # drawn against the right-hand axis (learning rate)
     scatter: bool = False
+    marker: str = TRAIN_MARK
+
+    @property
+    def key(self) -> str:
+        """The curve in the legend: its mark, then its name."""
+        side = " (right axis)" if self.right else ""
+        return f"{SHOWN.get(self.marker, self.marker)} {self.label}{side}"
 
 
 @dataclass
@@ -109,7 +121,7 @@ class LossChart(PlotextPlot):
     # ------------------------------------------------------------------ drawing
     def build_curves(self) -> list[Curve]:
         curves: list[Curve] = []
-        for series in self._series:
+        for index, series in enumerate(self._series):
             xs, ys = _finite(series.steps, series.losses)
             smoothed = self.smooth and len(ys) > 1
             if self._overlay:
@@ -117,30 +129,33 @@ class LossChart(PlotextPlot):
             else:
                 label = "train (smoothed)" if smoothed else "train"
             if xs:
-                curves.append(Curve(label, xs, ema(ys) if smoothed else ys))
+                mark = OVERLAY_MARKS[index % len(OVERLAY_MARKS)] if self._overlay else TRAIN_MARK
+                curves.append(Curve(label, xs, ema(ys) if smoothed else ys, marker=mark))
             if self._overlay:
                 continue
             ex, ey = _finite(series.eval_steps, series.eval_losses)
             if ex:
-                curves.append(Curve("eval", ex, ey, scatter=len(ex) == 1))
+                curves.append(Curve("eval", ex, ey, scatter=len(ex) == 1, marker=EVAL_MARK))
             lx, ly = _finite(series.lr_steps, series.lrs)
             if self.show_lr and lx:
-                curves.append(Curve("lr", lx, ly, right=True))
+                curves.append(Curve("lr", lx, ly, right=True, marker=LR_MARK))
         return curves
 
+    @property
+    def legend(self) -> str:
+        return "   ".join(curve.key for curve in self.curves)
+
     def replot(self) -> None:
-        self.curves = [Curve(c.label, *thin(c.xs, c.ys), right=c.right, scatter=c.scatter)
-                       for c in self.build_curves()]
+        self.curves = [Curve(c.label, *thin(c.xs, c.ys), right=c.right, scatter=c.scatter,
+                             marker=c.marker) for c in self.build_curves()]
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        # No axis labels: rows are scarce at 80×24, and the legend names every curve.
-        if self._title:
-            plt.title(self._title)
-        if not self.curves:
-            plt.title("no loss points yet")
+        # No axis labels: rows are scarce at 80×24. The legend is the title line above the
+        # plot, not plotext's box inside it, which hid the curves it named.
+        plt.title("  ".join(filter(None, [self._title, self.legend])) or "no loss points yet")
         for curve in self.curves:
             side = "right" if curve.right else "left"
             draw = plt.scatter if curve.scatter or len(curve.xs) == 1 else plt.plot
-            draw(curve.xs, curve.ys, label=curve.label, yside=side, marker="braille")
+            draw(curve.xs, curve.ys, yside=side, marker=curve.marker)
         self.refresh()
