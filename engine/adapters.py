@@ -53,6 +53,7 @@ class AdapterInfo:
     base_model: str = ""  # the model the adapter was trained on (the run's config, else PEFT's)
     method: str = ""  # lora | qlora | dora, from the run's config
     state: str = ""  # the run's state (done, stopped, running, ...)
+    template: str = ""  # the prompt template it trained with (the run's `template`; "" default)
 
     @property
     def label(self) -> str:
@@ -112,18 +113,20 @@ def run_adapters(run: RunDir) -> list[AdapterInfo]:
     config = read_run_config(run)
     base = str(config.get("model") or "")
     method = str(config.get("method") or "")
+    template = str(config.get("template") or "")
     state = run.state()
     found: list[AdapterInfo] = []
     if is_adapter_folder(run.adapter_dir):
         found.append(AdapterInfo(ref=run.id, path=run.adapter_dir, kind="final", run_id=run.id,
                                  base_model=base or _peft_base(run.adapter_dir), method=method,
-                                 state=state))
+                                 state=state, template=template))
     for checkpoint in reversed(run.checkpoints()):
         if is_adapter_folder(checkpoint):
             found.append(AdapterInfo(
                 ref=f"{run.id}:{checkpoint.name}", path=checkpoint, kind="checkpoint",
                 run_id=run.id, step=_step_of(checkpoint),
-                base_model=base or _peft_base(checkpoint), method=method, state=state))
+                base_model=base or _peft_base(checkpoint), method=method, state=state,
+                template=template))
     return found
 
 
@@ -152,7 +155,8 @@ def _folder_info(folder: Path) -> AdapterInfo:
     ref = run.id if kind == "final" else f"{run.id}:{folder.name}"
     return AdapterInfo(ref=ref, path=folder, kind=kind, run_id=run.id, step=step,
                        base_model=str(config.get("model") or _peft_base(folder)),
-                       method=str(config.get("method") or ""), state=run.state())
+                       method=str(config.get("method") or ""), state=run.state(),
+                       template=str(config.get("template") or ""))
 
 
 def resolve(ref: str | Path | AdapterInfo) -> AdapterInfo:

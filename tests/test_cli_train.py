@@ -23,7 +23,7 @@ def _config(tmp_path, model_dir, **extra) -> Path:
 def test_train_without_config_lists_the_examples(capsys):
     assert main(["train"]) == 0
     out = capsys.readouterr().out
-    for name in ("sql-qlora.yaml", "sentiment-lora.yaml", "arithmetic-full.yaml"):
+    for name in ("sql.yaml", "sentiment-lora.yaml", "arithmetic-full.yaml"):
         assert name in out
     assert "qlora on sample_data/text_to_sql" in out
 

@@ -50,7 +50,7 @@ class EvalSpec:
     quantize: str | None = None  # None | "4bit" | "8bit": e.g. the 4-bit base a QLoRA adapter saw
     adapter: str | None = None  # a run id / run folder / adapter folder
     template: str | None = None  # prompting columns (default: by dataset name)
-    adapter_template: str = ADAPTER_TEMPLATE
+    adapter_template: str | None = None  # None: the template the adapter trained with
     task: str = "auto"  # auto | sql | classification | answer | text
     dialect: str = "teradata"
     max_new_tokens: int = 128
@@ -440,8 +440,16 @@ class Evaluation:
     def template_for(self, column: Column) -> Any:
         from engine.templates import get_template
 
-        name = self.spec.adapter_template if column.adapter else default_template(self.spec)
-        return get_template(name)
+        if column.adapter:
+            return get_template(self.adapter_template())
+        return get_template(default_template(self.spec))
+
+    def adapter_template(self) -> str:
+        """The spec's adapter template, else the one the adapter was trained with."""
+        if self.spec.adapter_template:
+            return self.spec.adapter_template
+        info = self.session.adapter_info
+        return (getattr(info, "template", "") if info is not None else "") or ADAPTER_TEMPLATE
 
     def column_key(self, column: Column, template: Any) -> str:
         spec = self.spec

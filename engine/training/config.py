@@ -15,8 +15,8 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-METHODS = ("full", "lora", "qlora", "dora", "dpo", "kto")
-SFT_METHODS = ("full", "lora", "qlora", "dora")
+METHODS = ("auto", "full", "lora", "qlora", "dora", "dpo", "kto")
+SFT_METHODS = ("auto", "full", "lora", "qlora", "dora")
 QUANT_TYPES = ("nf4", "fp4")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -34,7 +34,8 @@ class TrainConfig:
     dataset: str = "sample_data/text_to_sql"  # file or folder with train/validation/test.jsonl
     eval_dataset: str | None = None  # default: the folder's validation split
     mapping: dict[str, str] = field(default_factory=dict)  # column mapping {"question": "prompt"}
-    method: str = "qlora"  # full | lora | qlora | dora | dpo | kto (preference.py)
+    method: str = "qlora"  # auto | full | lora | qlora | dora | dpo | kto (preference.py);
+    # auto: qlora on CUDA, lora elsewhere (method_fit.py), resolved when the run is created
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -60,6 +61,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: mixed precision of the training step
     name: str = ""
     limit: int | None = None  # first N train rows
+    # A prompt-lab template the prompts are rendered with (default: instruction + input as one
+    # user turn); recorded with the run, so evaluation prompts the adapter the same way.
+    template: str | None = None
     # Preference training (method dpo / kto, engine/training/preference.py):
     adapter: str | None = None  # start from this SFT adapter (run id or adapter folder)
     beta: float = 0.1  # DPO/KTO: how far the policy may move from the reference model
@@ -129,7 +133,7 @@ class TrainConfig:
 
     @property
     def uses_peft(self) -> bool:
-        return self.method in ("lora", "qlora", "dora")
+        return self.method in ("auto", "lora", "qlora", "dora")  # auto resolves to a PEFT one
 
     def dataset_path(self) -> Path:
         return resolve_data_path(self.dataset)
@@ -189,6 +193,8 @@ class TrainConfig:
         for key, value in self.mapping.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 problems.append(f"mapping: {key!r}: {value!r} must map a column name to a field name.")
+        if self.template is not None:
+            problems += _template_problems(self.template)
         try:
             self.dataset_path()
         except ConfigError as err:
@@ -301,3 +307,17 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     raise ConfigError(
         f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
     )
+
+
+def _template_problems(name: Any) -> list[str]:
+    from engine.errors import TunedeckError
+    from engine.templates import get_template
+
+    if not isinstance(name, str) or not name.strip():
+        return ["template: the name of a prompt template (see `tunedeck prompt --list-templates`), or null."]
+    try:
+        get_template(name)
+    except TunedeckError as err:
+        return [f"template: {err}"]
+    return []
+

@@ -68,13 +68,19 @@ def has_split(path: Path, split: str) -> bool:
 
 
 def conversations(path: Path, mapping: dict[str, str], split: str,
-                  limit: int | None = None) -> list[Conversation]:
-    """The split's examples as conversations (an empty list when the split does not exist)."""
+                  limit: int | None = None, template: str | None = None) -> list[Conversation]:
+    """The split's examples as conversations (an empty list when the split does not exist).
+    With `template` (a prompt-lab template name) the prompt is that template's zero-shot prompt,
+    so an adapter trains on exactly what the Playground and the evaluator send it."""
     if not has_split(path, split):
         return []
     examples = load_examples(path, mapping, split, limit)
-    out = [to_conversation(ex) for ex in examples]
-    return [c for c in out if c is not None]
+    if template:
+        from engine.templates import get_template
+
+        chosen = get_template(template)
+        return [templated_conversation(ex, chosen) for ex in examples]
+    return [to_conversation(ex) for ex in examples]
 
 
 def _get(example: Any, name: str) -> Any:
@@ -111,6 +117,23 @@ def to_conversation(example: Any) -> Conversation:
     prompt.append({"role": "user", "content": "\n\n".join(str(p) for p in user_parts)})
     completion = str(completion)
     return Conversation(prompt, [{"role": "assistant", "content": completion}], completion, line)
+
+
+def templated_conversation(example: Any, template: Any) -> Conversation:
+    """One example through a prompt template: its system message (if any) and its user turn, as
+    `engine.strategies.build_prompt` renders them for a zero-shot chat prompt."""
+    from engine.strategies import example_values
+    from engine.templates import render_system, render_text
+
+    base = to_conversation(example)  # the completion, and the same errors for a bad row
+    values = example_values(example)
+    try:
+        system, user = render_system(template, values), render_text(template, values).strip()
+    except TunedeckError as err:
+        raise TunedeckError(f"line {base.line}: template {template.name!r}: {err}") from None
+    prompt = [{"role": "system", "content": system}] if system else []
+    prompt.append({"role": "user", "content": user})
+    return Conversation(prompt, base.completion, base.reference, base.line)
 
 
 # --------------------------------------------------------------------------- tokenizing

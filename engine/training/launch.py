@@ -60,6 +60,9 @@ def _record_pid(run: RunDir, proc: subprocess.Popen) -> None:
 
 def create_run(config: TrainConfig, launcher: str = "python", num_processes: int = 1) -> RunDir:
     """A new run directory holding the resolved config and the "starting" status."""
+    from engine.training.method_fit import fit_method
+
+    config, _ = fit_method(config)  # the run records the method that trains, never `auto`
     resolved = config.resolved()
     root = paths.ensure_dir(paths.runs_dir())
     run = RunDir(root / new_run_id(config.name or config.method))

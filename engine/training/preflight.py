@@ -49,6 +49,8 @@ class PreflightReport:
     shared_ratio: float = 0.0  # real tokens that a shared prompt prefix runs once per batch
     precision: str = ""  # fp32 | bf16 | fp16 (runner.mixed_precision)
     precision_reason: str = ""
+    method: str = ""  # the method that will train (`auto` resolved)
+    method_reason: str = ""  # why, when `auto` chose it
 
     def text(self, max_tokens: int = 400) -> str:
         """Plain text (CLI --dry-run). Trained tokens are wrapped in [[ ]]."""
@@ -57,6 +59,8 @@ class PreflightReport:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"Rows: {self.train_rows} train, {self.eval_rows} eval; "
                      f"{self.mean_tokens:.0f} tokens per row on average; device {self.device}")
+        if self.method_reason:
+            lines.append(f"Method: {self.method} ({self.method_reason})")
         if self.precision:
             lines.append(f"Precision: {describe_precision(self.precision)} "
                          f"({self.precision_reason})")
@@ -108,7 +112,11 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
         return report
     from engine import models
     from engine.training import data as tdata
+    from engine.training.method_fit import fit_method
     from engine.training.runner import load_conversations
+
+    config, report.method_reason = fit_method(config)
+    report.method = config.method
 
     try:
         say("Loading the tokenizer…")

@@ -178,14 +178,16 @@ def load_conversations(config: TrainConfig) -> tuple[list[Any], list[Any]]:
     from engine.training import data as tdata
 
     path = config.dataset_path()
-    train = tdata.conversations(path, config.mapping, "train", config.limit)
+    train = tdata.conversations(path, config.mapping, "train", config.limit, config.template)
     if config.eval_dataset:
         eval_path = config.eval_dataset_path()
         assert eval_path is not None
         evals = tdata.conversations(eval_path, config.mapping,
-                                    "validation" if eval_path.is_dir() else "train")
+                                    "validation" if eval_path.is_dir() else "train",
+                                    template=config.template)
     else:
-        evals = tdata.conversations(path, config.mapping, "validation") if path.is_dir() else []
+        evals = (tdata.conversations(path, config.mapping, "validation", template=config.template)
+                 if path.is_dir() else [])
     if not train:
         raise TunedeckError(f"{path}: no training examples found.")
     return train, evals

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from engine.training.config import TrainConfig
 
@@ -56,6 +57,11 @@ def suggest(config: TrainConfig, progress: Callable[[str], None] | None = None) 
     from engine.training.runner import load_conversations
 
     say = progress or (lambda _msg: None)
+    from engine.training.shipped import recipe_for
+
+    found = recipe_for(config)
+    if found is not None:
+        return _from_recipe(*found, say)
     say("Loading the tokenizer…")
     tokenizer = models.load_tokenizer(config.model)
     from transformers import AutoConfig
@@ -95,3 +101,32 @@ def suggest(config: TrainConfig, progress: Callable[[str], None] | None = None) 
                         batch_size=batch_size, eval_every=eval_every, sample_every=sample_every,
                         save_every=save_every, learning_rate=learning_rate, method=method)
     return Suggestion(suggested, reasons, rows=len(train), steps=steps)
+
+
+def _from_recipe(recipe: TrainConfig, path: Path, say: Callable[[str], None]) -> Suggestion:
+    """The shipped recipe for this dataset, its length limit checked against the data (no row's
+    EOS may be cut) and its step count worked out."""
+    from engine import models
+    from engine.training import data as tdata
+    from engine.training.runner import load_conversations
+
+    say("Loading the tokenizer…")
+    tokenizer = models.load_tokenizer(recipe.model)
+    say("Reading the data…")
+    train, _evals = load_conversations(recipe)
+    longest = max(len(tdata.tokenize(tokenizer, conv, 10**9)["input_ids"]) for conv in train)
+    reasons = [f"the shipped recipe {path.name} for this dataset "
+               "(its settings are measured in docs/evaluation.md)"]
+    max_seq_len = recipe.max_seq_len
+    if longest > max_seq_len:
+        max_seq_len = math.ceil(longest / LENGTH_STEP) * LENGTH_STEP
+        reasons.append(f"max_seq_len {max_seq_len}: the longest of the {len(train)} rows is "
+                       f"{longest} tokens")
+    else:
+        reasons.append(f"max_seq_len {max_seq_len}: every one of the {len(train)} rows fits "
+                       f"(the longest is {longest} tokens), so no EOS is cut")
+    rows = len(train) if recipe.limit is None else min(recipe.limit, len(train))
+    per_step = recipe.batch_size * recipe.grad_accum
+    steps = (recipe.max_steps if recipe.max_steps > 0
+             else max(1, math.ceil(rows / per_step * recipe.epochs)))
+    return Suggestion(replace(recipe, max_seq_len=max_seq_len), reasons, rows=rows, steps=steps)

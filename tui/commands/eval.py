@@ -41,9 +41,9 @@ def _common(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="a trained adapter: RUN_ID, RUN_ID:checkpoint-N or a folder")
     p.add_argument("--template", "-t", default=d(None),
                    help="template for the prompting columns (default: the dataset's own)")
-    p.add_argument("--adapter-template", default=d("instruction"),
-                   help="template for adapter columns (default: instruction, the format "
-                   "`tunedeck train` trains on)")
+    p.add_argument("--adapter-template", default=d(None),
+                   help="template for adapter columns (default: the one the adapter trained "
+                   "with: its run's `template`, else instruction)")
     p.add_argument("--task", default=d("auto"),
                    choices=("auto", "sql", "classification", "answer", "text"),
                    help="how outputs are scored (default: detected from the data)")

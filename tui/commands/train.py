@@ -119,7 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
     run = launcher.launch(config, launcher=args.launcher, num_processes=args.num_processes,
                           check=False)
     status = run.read_status()
-    out.print(f"Started run {run.id} (pid {status.get('pid')}): {config.method} of "
+    method = status.get("method") or config.method  # `auto` resolved when the run was made
+    out.print(f"Started run {run.id} (pid {status.get('pid')}): {method} of "
               f"{config.model}, {report.steps} steps.")
     if args.launcher == "accelerate":
         out.print("Command: " + " ".join(launcher.accelerate_command(run.path,

@@ -28,7 +28,7 @@ from tui.messages import LoadProgress
 from tui.screens.base import WorkbenchScreen
 from tui.screens.run_view import RunViewScreen
 
-METHODS = ("full", "lora", "qlora", "dora")
+METHODS = ("auto", "full", "lora", "qlora", "dora")  # auto: qlora on CUDA, lora elsewhere
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # engine.training.config.PRECISIONS
 
 
