@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is not None:
+        from engine.console import plain_progress_when_piped
+
+        plain_progress_when_piped()
     if args.command is None:
         from tui.app import run_app
 
