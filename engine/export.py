@@ -156,9 +156,12 @@ def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *
     models._quiet_transformers()
     from peft import PeftModel
 
+    from engine.notices import peft_wrapping
+
     say(f"Merging {adapter.label}…")
     try:
-        peft = PeftModel.from_pretrained(loaded.model, str(adapter.path), is_trainable=False)
+        with peft_wrapping():  # PEFT's read of a deprecated transformers alias (engine.notices)
+            peft = PeftModel.from_pretrained(loaded.model, str(adapter.path), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, OSError) as err:
         raise TunedeckError(f"{adapter.label} does not fit {base_ref}: {type(err).__name__}: "
                             f"{first_line(err, 300)}. Name the model it was trained on with --base.") from None

@@ -1,5 +1,11 @@
 """Trainer callbacks: where metrics leave the trainer (as run-directory events) and where the
 run directory's controls (stop, save-now) reach it.
+
+Evaluation and sampling happen between steps and can take minutes on a CPU, so both report their
+progress in status.json (`phase`, `phase_done` / `phase_total`, `phase_started`) for a UI's
+"evaluating 24/72 · ETA 1m10s", and both give way to a stop request: the remaining evaluation
+batches are skipped (that evaluation writes no eval event), generation ends at the next token,
+and the checkpoint is written at the step boundary the run is at.
 """
 
 from __future__ import annotations
@@ -11,13 +17,21 @@ import threading
 import time
 from typing import Any
 
-from transformers import TrainerCallback
+from engine.notices import explain_library_noise
 
-from engine.training.data import Conversation, prompt_ids
-from engine.training.rundir import RunDir
+# Before transformers: importing it imports bitsandbytes, which may warn right then.
+explain_library_noise()
 
-# Seconds to pause after each step: lets tests and demos catch a tiny model mid-run.
+from transformers import StoppingCriteria, TrainerCallback  # noqa: E402
+
+from engine.training.data import Conversation, prompt_ids  # noqa: E402
+from engine.training.rundir import RunDir  # noqa: E402
+
+# Seconds to pause after each step (and each evaluation batch): lets tests and demos catch a tiny
+# model mid-run, or mid-evaluation.
 STEP_DELAY = float(os.environ.get("TUNEDECK_STEP_DELAY", "0") or 0)
+EVAL_DELAY = float(os.environ.get("TUNEDECK_EVAL_DELAY", "0") or 0)
+PHASE_STATUS_SECONDS = 1.0  # how often evaluation / sampling progress rewrites status.json
 
 
 class StopFlag:
@@ -83,7 +97,7 @@ class RunEventsCallback(TrainerCallback):
         self.samples = samples
         self.sample_every = sample_every
         self.max_new_tokens = max_new_tokens
-        self.trainer: Any = None  # set by the runner: tokens seen, model for samples
+        self._trainer: Any = None
         self.recorded = last_steps(run)
         # Throughput counts the time inside optimizer steps only: evaluation and sampling between
         # steps would otherwise show up as a slow step.
@@ -93,6 +107,21 @@ class RunEventsCallback(TrainerCallback):
         self._window_tokens = 0
         self._last_status_t = 0.0
         self.stopped_by_request = False
+        self._phase: dict[str, Any] = {}  # the evaluation / sampling in progress
+        self._phase_status_t = 0.0
+        self._eval_interrupted = False
+        self._save_requested_at: int | None = None
+
+    @property
+    def trainer(self) -> Any:
+        """Set by the runner: tokens seen, the model for samples, the evaluation to interrupt."""
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Any) -> None:
+        self._trainer = trainer
+        if trainer is not None and not getattr(trainer, "_tunedeck_interruptible", False):
+            interruptible_evaluation(trainer, self)
 
     # ------------------------------------------------------------------ helpers
     def _fresh(self, kind: str, step: int) -> bool:
@@ -103,23 +132,58 @@ class RunEventsCallback(TrainerCallback):
             self.run.append_event(kind, step=step, **fields)
             self.recorded[kind] = step
 
-    def _status(self, state: Any, force: bool = False) -> None:
+    def _status(self, state: Any, force: bool = False, **fields: Any) -> None:
         now = time.monotonic()
         if force or now - self._last_status_t > 2.0:
             self._last_status_t = now
             current = self.run.read_status().get("state")
-            if current == "stopping":  # keep what a UI asked for visible
-                self.run.write_status("stopping", step=state.global_step,
-                                      total_steps=state.max_steps)
-            else:
-                self.run.write_status("running", step=state.global_step,
-                                      total_steps=state.max_steps)
+            # "stopping" stays: it is what a UI asked for and is waiting to see end.
+            self.run.write_status("stopping" if current == "stopping" else "running",
+                                  step=state.global_step, total_steps=state.max_steps, **fields)
+
+    # ------------------------------------------------------------------ evaluation / sampling
+    def _begin_phase(self, state: Any, phase: str, total: int) -> None:
+        self._phase = {"phase": phase, "phase_done": 0, "phase_total": total,
+                       "phase_started": time.time()}
+        self._phase_status_t = time.monotonic()
+        self._status(state, force=True, **self._phase)
+
+    def _advance_phase(self, state: Any, done: int) -> None:
+        self._phase["phase_done"] = done
+        now = time.monotonic()
+        if now - self._phase_status_t >= PHASE_STATUS_SECONDS:
+            self._phase_status_t = now
+            self._status(state, force=True, **self._phase)
+
+    def _end_phase(self, state: Any, **fields: Any) -> None:
+        self._phase = {}
+        self._status(state, force=True, phase=None, phase_done=None, phase_total=None,
+                     phase_started=None, **fields)
+
+    def _eval_rows(self) -> int:
+        dataset = getattr(self.trainer, "eval_dataset", None)
+        try:
+            return len(dataset) if dataset is not None else 0
+        except TypeError:
+            return 0
+
+    def _stop_here(self, control: Any) -> None:
+        """End the run at this step boundary, with a checkpoint."""
+        control.should_save = True
+        control.should_training_stop = True
+        self.stopped_by_request = True
+
+    def _take_save_request(self, control: Any, step: int) -> None:
+        if self.run.save_now_path.exists():
+            control.should_save = True
+            self.run.save_now_path.unlink(missing_ok=True)
+            self._save_requested_at = step
 
     # ------------------------------------------------------------------ trainer hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run.read_status().get("state") != "stopping":
             self.run.write_status("running", step=state.global_step, total_steps=state.max_steps,
-                                  pid=os.getpid())
+                                  pid=os.getpid(), phase=None)  # none left from a killed run
             self.run.append_event("state", state="running", step=state.global_step)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -133,17 +197,43 @@ class RunEventsCallback(TrainerCallback):
             self._window_tokens += getattr(self.trainer, "tokens_seen", 0) - self._step_tokens0
         if STEP_DELAY:
             time.sleep(STEP_DELAY)
-        if self.run.save_now_path.exists():
-            control.should_save = True
-            self.run.save_now_path.unlink(missing_ok=True)
-        if self.stop_flag.is_set():
-            control.should_save = True
-            control.should_training_stop = True
-            self.stopped_by_request = True
+        self._take_save_request(control, step)
         if (self.sample_every and self.samples and step % self.sample_every == 0
                 and self._fresh("sample", step) and not self.stop_flag.is_set()):
-            self.write_samples(step, kwargs.get("model"))
+            self.write_samples(step, kwargs.get("model"), state)
+        if self.stop_flag.is_set():  # before sampling, or during it
+            self._stop_here(control)
+        elif control.should_evaluate and self._eval_rows():
+            # The trainer evaluates right after this hook: "evaluating 0/N" from the start.
+            self._eval_interrupted = False
+            self._begin_phase(state, "evaluating", self._eval_rows())
         self._status(state)
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self._phase:  # an evaluation this callback did not see coming (epoch end)
+            self._eval_interrupted = False
+            self._begin_phase(state, "evaluating", self._eval_rows())
+        done = self._phase.get("phase_done", 0) + args.eval_batch_size
+        self._advance_phase(state, min(done, self._phase.get("phase_total") or done))
+        if EVAL_DELAY and not self.stop_flag.is_set():
+            time.sleep(EVAL_DELAY)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        seconds = time.time() - self._phase.get("phase_started", time.time())
+        fields = {} if self._eval_interrupted else {"eval_seconds": round(seconds, 2),
+                                                     "eval_rows": self._eval_rows()}
+        self._end_phase(state, **fields)
+        # Evaluation runs after on_step_end and before the checkpoint of this step: a stop or
+        # save-now that came in meanwhile is honoured at this very step boundary.
+        self._take_save_request(control, state.global_step)
+        if self.stop_flag.is_set():
+            self._stop_here(control)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._save_requested_at is not None:
+            self._save_requested_at = None
+            print(f"[{time.strftime('%H:%M:%S')}] save now: wrote checkpoint-{state.global_step}",
+                  flush=True)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
@@ -159,22 +249,33 @@ class RunEventsCallback(TrainerCallback):
                        tokens_per_s=round(rate, 1) if rate else None,
                        mem_mb=round(memory_mb(), 1))
             self._status(state, force=True)
-        if "eval_loss" in logs:
-            self._emit("eval", step, eval_loss=_num(logs["eval_loss"]))
+        if "eval_loss" in logs and not self._eval_interrupted:
+            # seconds and rows let a later pre-flight estimate evaluation from measured runs.
+            self._emit("eval", step, eval_loss=_num(logs["eval_loss"]),
+                       seconds=_num(logs.get("eval_runtime")), rows=self._eval_rows() or None)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._status(state, force=True)
 
     # ------------------------------------------------------------------ samples
-    def write_samples(self, step: int, model: Any) -> None:
+    def write_samples(self, step: int, model: Any, state: Any = None) -> None:
         if model is None:
             return
-        for conv in self.samples:
+        if state is not None:
+            self._begin_phase(state, "sampling", len(self.samples))
+        started = time.time()
+        for i, conv in enumerate(self.samples):
             completion = self.generate(model, conv)
+            if self.stop_flag.is_set():  # cut short by a stop: not a sample of this model
+                break
             prompt = conv.prompt[-1]["content"] if conv.prompt else ""
             self.run.append_event("sample", step=step, prompt=prompt, reference=conv.reference,
                                   completion=completion)
+            if state is not None:
+                self._advance_phase(state, i + 1)
         self.recorded["sample"] = step
+        if state is not None:
+            self._end_phase(state, sample_seconds=round(time.time() - started, 2))
 
     def generate(self, model: Any, conv: Conversation) -> str:
         """Greedy completion of one validation prompt with the model as it is now."""
@@ -192,11 +293,46 @@ class RunEventsCallback(TrainerCallback):
                 out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                      max_new_tokens=budget, do_sample=False,
                                      pad_token_id=self.tokenizer.pad_token_id,
-                                     eos_token_id=self.tokenizer.eos_token_id)
+                                     eos_token_id=self.tokenizer.eos_token_id,
+                                     stopping_criteria=[StopRequested(self.stop_flag)])
         finally:
             if was_training:
                 model.train()
         return self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+
+
+class StopRequested(StoppingCriteria):
+    """A generation stopping criterion: a stop request ends a sample at the next token."""
+
+    def __init__(self, stop_flag: StopFlag) -> None:
+        self.stop_flag = stop_flag
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stop_flag.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+def interruptible_evaluation(trainer: Any, callback: RunEventsCallback) -> None:
+    """Make the trainer's evaluation give way to a stop request.
+
+    The trainer's evaluation loop has no way out before its last batch; once a stop is asked for,
+    each remaining batch's prediction step returns nothing instead of running the model, so the
+    loop ends in the time it takes to collate the rest. Works for any Trainer subclass (SFT,
+    DPO, KTO), since they all evaluate through `prediction_step`.
+    """
+    original = trainer.prediction_step
+
+    def prediction_step(model: Any, inputs: Any, prediction_loss_only: bool,
+                        ignore_keys: Any = None) -> Any:
+        if callback.stop_flag.is_set():
+            callback._eval_interrupted = True
+            return None, None, None
+        return original(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    trainer.prediction_step = prediction_step
+    trainer._tunedeck_interruptible = True
 
 
 def _num(value: Any) -> float | None:

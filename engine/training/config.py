@@ -61,6 +61,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: mixed precision of the training step
     name: str = ""
     limit: int | None = None  # first N train rows
+    eval_limit: int | None = None  # first N evaluation rows (evaluation costs time every eval_every)
     # A prompt-lab template the prompts are rendered with (default: instruction + input as one
     # user turn); recorded with the run, so evaluation prompts the adapter the same way.
     template: str | None = None
@@ -188,6 +189,9 @@ class TrainConfig:
             problems.append("epochs: must be positive when max_steps is -1.")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit: a positive number of training rows or null (got {self.limit}).")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            problems.append("eval_limit: a positive number of evaluation rows or null "
+                            f"(got {self.eval_limit}).")
         if isinstance(self.target_modules, list) and not self.target_modules:
             problems.append("target_modules: give module names or 'all-linear'.")
         for key, value in self.mapping.items():

@@ -174,7 +174,7 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
 
 
 def load_conversations(config: TrainConfig) -> tuple[list[Any], list[Any]]:
-    """Train conversations (first `limit`) and evaluation conversations."""
+    """Train conversations (first `limit`) and evaluation conversations (first `eval_limit`)."""
     from engine.training import data as tdata
 
     path = config.dataset_path()
@@ -190,7 +190,7 @@ def load_conversations(config: TrainConfig) -> tuple[list[Any], list[Any]]:
                  if path.is_dir() else [])
     if not train:
         raise TunedeckError(f"{path}: no training examples found.")
-    return train, evals
+    return train, evals[: config.eval_limit] if config.eval_limit else evals
 
 
 def train(run: RunDir, stop_flag: Any) -> str:
