@@ -7,6 +7,7 @@ Nothing here imports torch; the one device check (4-bit available?) is imported 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,13 @@ OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "a
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = PROJECT_ROOT / "configs"
+# Settings that are floating-point numbers: each must be finite (YAML reads .inf / .nan).
+FLOAT_FIELDS = ("learning_rate", "lora_dropout", "warmup_ratio", "epochs", "beta")
+# Counts beyond this are typos, and overflow the 32-bit integers that torch and numpy use.
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+MAX_LEARNING_RATE = 1.0  # no optimizer offered here trains at a rate above it
+MAX_EPOCHS = 100_000
 
 
 @dataclass
@@ -61,13 +69,15 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: mixed precision of the training step
     name: str = ""
     limit: int | None = None  # first N train rows
-    eval_limit: int | None = None  # first N evaluation rows (evaluation costs time every eval_every)
     # A prompt-lab template the prompts are rendered with (default: instruction + input as one
     # user turn); recorded with the run, so evaluation prompts the adapter the same way.
     template: str | None = None
+    eval_limit: int | None = None  # first N evaluation rows (evaluation costs time every eval_every)
     # Preference training (method dpo / kto, engine/training/preference.py):
     adapter: str | None = None  # start from this SFT adapter (run id or adapter folder)
     beta: float = 0.1  # DPO/KTO: how far the policy may move from the reference model
+    # TensorBoard event files beside events.jsonl (on when the tensorboard package is installed)
+    tensorboard: bool = True
 
     # ------------------------------------------------------------------ (de)serialising
     @classmethod
@@ -98,11 +108,15 @@ class TrainConfig:
         except OSError as err:
             raise ConfigError(f"{path}: cannot read the config ({err.strerror or err}).") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}).") from None
+        if data is None:  # an empty file (or only comments) would silently train the defaults
+            raise ConfigError(
+                f"{path}: the config is empty. Write the settings of the run, at least model, "
+                "dataset and method (`tunedeck train` lists example configs to start from).")
         return cls.from_dict(data, source=str(path))
 
     def to_yaml(self) -> str:
@@ -155,9 +169,20 @@ class TrainConfig:
         """Raise `ConfigError` naming the field and the fix. `device_checks=False` skips the
         (slow: imports bitsandbytes) probe of 4-bit support on this machine."""
         problems: list[str] = []
+        # A NaN compares false with everything, so the range checks below would let it through.
+        bad_float = [name for name in FLOAT_FIELDS if not math.isfinite(getattr(self, name))]
+        for name in bad_float:
+            problems.append(f"{name}: must be a finite number (got {getattr(self, name)}).")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if (isinstance(value, int) and not isinstance(value, bool) and f.name != "seed"
+                    and abs(value) > MAX_COUNT):
+                problems.append(f"{f.name}: {value} is out of range (at most {MAX_COUNT:,}).")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's seeding takes 0 … 2**32-1, nothing else
+            problems.append(f"seed: must be in 0 … {MAX_SEED} (got {self.seed}).")
         if self.method not in METHODS:
             problems.append(f"method: {self.method!r} is not one of {', '.join(METHODS)}.")
-        elif self.method not in SFT_METHODS and self.beta <= 0:
+        elif self.method not in SFT_METHODS and "beta" not in bad_float and self.beta <= 0:
             problems.append(f"beta: must be positive for {self.method} (got {self.beta}).")
         if self.method == "kto" and self.batch_size < 2:
             problems.append("batch_size: KTO needs at least 2 (its KL estimate pairs answers "
@@ -177,16 +202,21 @@ class TrainConfig:
         for name in ("eval_every", "sample_every", "save_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}: must be 0 (off) or a number of steps (got {getattr(self, name)}).")
-        if not 0 <= self.lora_dropout < 1:
+        if "lora_dropout" not in bad_float and not 0 <= self.lora_dropout < 1:
             problems.append(f"lora_dropout: must be in [0, 1) (got {self.lora_dropout}).")
-        if not 0 <= self.warmup_ratio < 1:
+        if "warmup_ratio" not in bad_float and not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio}).")
-        if self.learning_rate <= 0:
-            problems.append(f"learning_rate: must be positive (got {self.learning_rate}).")
+        if "learning_rate" not in bad_float and not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            problems.append(f"learning_rate: must be positive and at most {MAX_LEARNING_RATE:g} "
+                            f"(got {self.learning_rate:g}); LoRA trains at about 1e-4 to 1e-3, "
+                            "a full fine-tune at about 1e-5.")
         if self.max_steps == 0 or self.max_steps < -1:
             problems.append("max_steps: a positive number of steps, or -1 to train for `epochs`.")
-        if self.max_steps == -1 and self.epochs <= 0:
+        if "epochs" not in bad_float and self.max_steps == -1 and self.epochs <= 0:
             problems.append("epochs: must be positive when max_steps is -1.")
+        if "epochs" not in bad_float and self.epochs > MAX_EPOCHS:
+            problems.append(f"epochs: at most {MAX_EPOCHS:,} (got {self.epochs:g}); use "
+                            "max_steps for a run measured in steps.")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit: a positive number of training rows or null (got {self.limit}).")
         if self.eval_limit is not None and self.eval_limit < 1:

@@ -18,7 +18,7 @@ from typing import Any
 from engine import paths
 from engine.errors import TunedeckError
 from engine.training.config import PROJECT_ROOT, TrainConfig
-from engine.training.rundir import ACTIVE_STATES, RunDir, new_run_id
+from engine.training.rundir import ACTIVE_STATES, RunDir, new_run_id, process_start_time
 
 
 def runner_command(run_dir: str | Path) -> list[str]:
@@ -55,7 +55,9 @@ def _record_pid(run: RunDir, proc: subprocess.Popen) -> None:
     Read after the spawn, since the runner may already have written its status."""
     status = run.read_status()
     if not status.get("pid"):
-        run.write_status(status.get("state", "starting"), pid=proc.pid)
+        # With its start time, so that `stop` never signals a later process given this pid.
+        run.write_status(status.get("state", "starting"), pid=proc.pid,
+                         pid_start=process_start_time(proc.pid))
 
 
 def create_run(config: TrainConfig, launcher: str = "python", num_processes: int = 1) -> RunDir:
@@ -96,29 +98,49 @@ def launch(config: TrainConfig, launcher: str = "python", num_processes: int = 1
 
 
 def resume(run: RunDir) -> RunDir:
-    """Relaunch a stopped or failed run from its newest checkpoint, appending to its events."""
+    """Relaunch a stopped or failed run from its newest complete checkpoint, appending to its
+    events. The runner lock is held from the checks to the spawn, so two resumes at once start
+    one runner; the new runner takes the lock over (runner.LOCK_WAIT)."""
+    if not run.path.is_dir():
+        raise TunedeckError(f"{run.path} is not a run directory.")
+    lock = run.acquire_lock(wait=0.5)  # rides over a UI's momentary probe of the lock
+    if lock is None:
+        holder = run.lock_holder() or {}
+        raise TunedeckError(
+            f"Run {run.id} already has a runner (pid {holder.get('pid', '?')}, holding "
+            f"{run.lock_path}), or is being resumed right now; stop it first "
+            f"(tunedeck stop {run.id}).")
+    try:
+        _resume_locked(run)
+    finally:
+        run.release_lock(lock)
+    return run
+
+
+def _resume_locked(run: RunDir) -> None:
     status = run.read_status()
-    state = run.state(status)
+    state = run.state(status, lock_free=True)
     if state in ACTIVE_STATES:
         raise TunedeckError(f"Run {run.id} is still {state}; stop it first "
                             f"(tunedeck stop {run.id}).")
     if not run.config_path.is_file():
         raise TunedeckError(f"{run.path} has no config.yaml; it cannot be resumed.")
-    checkpoint = run.latest_checkpoint()
+    checkpoint = run.latest_checkpoint(status)
+    cut = [p.name for p in run.cut_checkpoints(status)]
     if checkpoint is None:
+        detail = f" ({', '.join(cut)} cut short: not resumable)" if cut else ""
         raise TunedeckError(
-            f"Run {run.id} has no checkpoint to resume from. Start it again with: "
-            f"tunedeck train {run.config_path}")
+            f"Run {run.id} has no complete checkpoint to resume from{detail}. Start it again "
+            f"with: tunedeck train {run.config_path}")
     if status.get("state") == "done":
         raise TunedeckError(f"Run {run.id} has finished; there is nothing to resume.")
     status = run.write_status("starting", error=None, pid=None, resumed_from=checkpoint.name,
-                              resumed=time.time())
+                              resumed=time.time(), cut_checkpoints=cut)
     if status.get("launcher") == "accelerate":
         command = accelerate_command(run.path, int(status.get("num_processes", 1)))
     else:
         command = runner_command(run.path)
     _record_pid(run, _spawn(run, command))
-    return run
 
 
 def stop(run: RunDir) -> bool:
@@ -135,6 +157,10 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "total_steps": status.get("total_steps"), "started": status.get("started"),
         "last_loss": None, "eval_loss": None, "tokens_per_s": None, "error": status.get("error"),
     }
+    if summary["state"] == "failed" and not summary["error"] \
+            and status.get("state") != "failed":
+        summary["error"] = ("the runner ended without recording why: it was killed, or it "
+                            f"could not write {run.status_path.name}; see {run.log_path}")
     if summary["model"] is None and run.config_path.is_file():
         try:
             config = TrainConfig.from_yaml(run.config_path)

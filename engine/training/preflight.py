@@ -10,12 +10,13 @@ numbers are right for any size of model.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import TunedeckError
+from engine.errors import TunedeckError, first_line
 from engine.training.config import TrainConfig
 from engine.training.data import IGNORE
 
@@ -49,6 +50,8 @@ class PreflightReport:
     shared_ratio: float = 0.0  # real tokens that a shared prompt prefix runs once per batch
     precision: str = ""  # fp32 | bf16 | fp16 (runner.mixed_precision)
     precision_reason: str = ""
+    train_seconds: float | None = None  # the steps alone; est_seconds adds `between`
+    between: Any = None  # suggest.BetweenSteps: evaluations and samples, and their cost
     method: str = ""  # the method that will train (`auto` resolved)
     method_reason: str = ""  # why, when `auto` chose it
 
@@ -75,6 +78,8 @@ class PreflightReport:
             lines.append(f"Memory (estimate): {parts}")
         eta = f"~{_duration(self.est_seconds)}" if self.est_seconds else "unknown on this device"
         lines.append(f"Steps: {self.steps}; time {eta}")
+        if self.between is not None and self.between.describe(_duration):
+            lines.append(f"  between the steps: {self.between.describe(_duration)}")
         if self.example_tokens:
             lines.append("Example (trained tokens in [[ ]], the rest is masked):")
             shown = self.example_tokens[:max_tokens]
@@ -154,6 +159,10 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
     else:
         report.steps = max(1, math.ceil(batch_rows / per_step * config.epochs))
 
+    say("Checking the model's layers and context…")
+    if not check_model_fit(config, report):
+        report.ok = False
+        return report
     say("Counting parameters…")
     try:
         trainable, total, shape = _parameters(config)
@@ -183,8 +192,32 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
         positions = 1 + report.padding_ratio - report.shared_ratio
         step_tokens = sum(lengths) / max(1, batch_rows) * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
+    _between_steps(report, config, trained_rows)
     report.ok = not report.errors
     return report
+
+
+def _between_steps(report: PreflightReport, config: TrainConfig,
+                   trained_rows: list[dict[str, list[int]]]) -> None:
+    """Add evaluation and sampling to the time (they can take longer than the steps), and say
+    which row limits the config applies, since the form may not show them."""
+    from engine.training.suggest import between_steps
+
+    train_rate = None
+    if report.est_seconds:  # real tokens per second of the training steps
+        per_step = config.batch_size * config.grad_accum
+        train_rate = report.steps * per_step * report.mean_tokens / report.est_seconds
+    report.between = between_steps(config, report.steps, report.eval_rows, report.mean_tokens,
+                                   train_rate, _mean_trained(trained_rows), report.total_params)
+    if report.est_seconds is not None:
+        report.train_seconds = report.est_seconds
+        report.est_seconds += report.between.seconds
+    if config.limit:
+        report.warnings.append(f"limit {config.limit} (set in the config): only the first "
+                               f"{config.limit} training rows are used.")
+    if config.eval_limit:
+        report.warnings.append(f"eval_limit {config.eval_limit} (set in the config): each "
+                               f"evaluation reads the first {config.eval_limit} rows.")
 
 
 def describe_precision(precision: str) -> str:
@@ -247,19 +280,98 @@ def _check_rows(report: PreflightReport, tokenizer: Any, rows: list[dict[str, li
         report.warnings.append("completion_only_loss is off: the prompt tokens are trained too.")
 
 
-def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
-    """(trainable, total, shape) from the model built on the meta device (no weights read)."""
+def _meta_model(config: TrainConfig) -> tuple[Any, Any]:
+    """(hf config, model) with the model built on the meta device: its layers, no weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine import models
-    from engine.training.runner import peft_config
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     folder = models.local_folder(config.model)
     hf_config = AutoConfig.from_pretrained(str(folder))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)
+    return hf_config, model
+
+
+def context_window(hf_config: Any) -> int | None:
+    """The longest sequence the model was built for, from its config."""
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_model_fit(config: Any, report: PreflightReport) -> bool:
+    """Refuse what the run would fail on, or silently do wrong, with this model: max_seq_len
+    beyond its context window, and target_modules that name none of its layers. False when it
+    added an error. A model that cannot be built on the meta device is a warning only."""
+    try:
+        hf_config, model = _meta_model(config)
+    except Exception as err:
+        report.warnings.append(f"layers and context window not checked ({type(err).__name__}: "
+                               f"{first_line(err, 200)})")
+        return True
+    errors = len(report.errors)
+    context = context_window(hf_config)
+    if context and config.max_seq_len > context:
+        report.errors.append(
+            f"max_seq_len: {config.max_seq_len} is beyond the model's context window of "
+            f"{context:,} tokens; set max_seq_len to at most {context}.")
+    # Both train a fresh LoRA adapter (preference training from an SFT adapter keeps its layers).
+    if config.uses_peft or (config.method in ("dpo", "kto") and not config.adapter):
+        _check_target_modules(config, model, report)
+    return len(report.errors) == errors
+
+
+# Layer types PEFT's LoRA can wrap (transformers' GPT-2 style Conv1D included).
+LORA_LAYER_TYPES = ("Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Conv1D")
+
+
+def _check_target_modules(config: Any, model: Any, report: PreflightReport) -> None:
+    targets = config.target_modules
+    if targets == "all-linear":
+        return
+    modules = [(name, type(m).__name__) for name, m in model.named_modules() if name]
+    layers = sorted({name.rsplit(".", 1)[-1] for name, kind in modules
+                     if kind == "Linear" and "lm_head" not in name})
+    known = f"this model's linear layers are {', '.join(layers)} (or use 'all-linear')"
+    if isinstance(targets, str):  # PEFT reads a string as a regex over full module names
+        try:
+            pattern = re.compile(targets)
+        except re.error as err:
+            report.errors.append(f"target_modules: {targets!r} is not a valid regular "
+                                 f"expression ({err}); {known}.")
+            return
+        groups = {targets: [kind for name, kind in modules if pattern.fullmatch(name)]}
+    else:  # as PEFT matches a list: the full name, or its last dotted parts
+        groups = {t: [kind for name, kind in modules if name == t or name.endswith(f".{t}")]
+                  for t in targets}
+    missing = [t for t, kinds in groups.items() if not kinds]
+    not_layers = [t for t, kinds in groups.items()
+                  if kinds and not any(k in LORA_LAYER_TYPES for k in kinds)]
+    if missing and len(missing) == len(groups):
+        report.errors.append(f"target_modules: {', '.join(map(repr, missing))} match(es) no "
+                             f"module of {config.model}, so LoRA would have nothing to train; "
+                             f"{known}.")
+    elif missing:
+        report.warnings.append(f"target_modules: {', '.join(map(repr, missing))} match(es) no "
+                               f"module of the model and will train nothing; {known}.")
+    if not_layers:
+        report.errors.append(f"target_modules: {', '.join(map(repr, not_layers))} name(s) "
+                             f"blocks, not layers LoRA can wrap; {known}.")
+
+
+def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
+    """(trainable, total, shape) from the model built on the meta device (no weights read)."""
+    import torch
+
+    from engine.training.runner import peft_config
+
+    hf_config, model = _meta_model(config)
     linear = sum(m.weight.numel() for name, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
     total = sum(p.numel() for p in model.parameters())

@@ -9,7 +9,9 @@ error, and for out-of-memory with concrete advice.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -19,7 +21,10 @@ from typing import Any
 
 from engine.errors import TunedeckError
 from engine.training.config import TrainConfig
-from engine.training.rundir import RunDir
+from engine.training.rundir import RunDir, process_start_time
+
+# Seconds a runner waits for the run's lock: `resume` holds it while it hands the run over.
+LOCK_WAIT = 10.0
 
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller batch_size with a larger grad_accum (same "
@@ -98,6 +103,9 @@ def common_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: 
         data_seed=config.seed,
         logging_steps=1,
         logging_first_step=True,
+        # Log a NaN / inf loss as it is: the trainer would otherwise log the window's average
+        # instead, and the divergence guard (guards.py) would never see it.
+        logging_nan_inf_filter=False,
         save_strategy="steps" if config.save_every else "no",
         save_steps=config.save_every or 500,
         save_total_limit=2,
@@ -205,39 +213,86 @@ def train(run: RunDir, stop_flag: Any) -> str:
         return train_preference(run, stop_flag, config)
     log(f"loading {config.model} ({config.method})")
     loaded = load_model(config, progress=log)
+    base = record_base(run, config, loaded)
     convs = load_conversations(config)
     callback = RunEventsCallback(run, stop_flag, loaded.tokenizer,
                                  convs[1][: config.sample_k] if config.sample_every else [],
                                  config.sample_every)
-    trainer, train_ds, _ = build_trainer(config, run, loaded, [callback], convs)
+    from engine.training import tensorboard
+
+    trainer, train_ds, _ = build_trainer(
+        config, run, loaded, [callback, *tensorboard.callbacks(run, config, log)], convs)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(train_ds)):
         return "stopped"
     final = run.adapter_dir if config.uses_peft else run.path / "model"
-    trainer.save_model(str(final))
-    loaded.tokenizer.save_pretrained(str(final))
+    try:
+        trainer.save_model(str(final))
+        loaded.tokenizer.save_pretrained(str(final))
+    except OSError as err:
+        from engine.training.rundir import write_failure
+
+        shutil.rmtree(final, ignore_errors=True)  # half an adapter must not look like one
+        raise write_failure(err, f"the final {final.name}") from err
+    if base is not None and is_main_process():
+        from engine.adapter_base import write_record
+
+        write_record(final, base)
     return "done"
+
+
+def record_base(run: RunDir, config: TrainConfig, loaded: Any) -> Any:
+    """Record the base this run trains against (model, weights fingerprint, quantization) in the
+    run directory, where its checkpoints find it; the final adapter gets a copy. Every UI loads
+    an adapter on that base (`engine.adapter_base`). None for a full fine-tune (no adapter)."""
+    if not config.uses_peft and config.method not in ("dpo", "kto"):
+        return None
+    from engine.adapter_base import record_for, write_record
+
+    record = record_for(config.model, loaded)
+    if is_main_process():
+        write_record(run.path, record)
+    return record
 
 
 def run_trainer(run: RunDir, stop_flag: Any, config: TrainConfig, loaded: Any, trainer: Any,
                 callback: Any, train_rows: int) -> bool:
     """Every method's run once its trainer is built: status "starting", then training from the
     newest checkpoint. False when a stop request or signal ended it early."""
+    from engine.training.guards import DivergenceGuard, guard_checkpoints
+
     log_precision(config, loaded.info)
     callback.trainer = trainer
+    guard = DivergenceGuard()
+    trainer.add_callback(guard)  # after the events callback: the NaN step is logged first
+    guard_checkpoints(trainer, guard)
     current = run.read_status().get("state")
     run.write_status(current if current == "stopping" else "starting",
                      train_rows=train_rows, device=loaded.info.device)
     if stop_flag.is_set():
         return False
-    resume_from = run.latest_checkpoint()
-    if resume_from is not None:
-        log(f"resuming from {resume_from.name}")
+    resume_from = resume_checkpoint(run)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if guard.diverged is not None:
+        raise guard.error(config, run.latest_checkpoint())
     return not (callback.stopped_by_request or stop_flag.is_set())
 
 
+def resume_checkpoint(run: RunDir) -> Path | None:
+    """The newest complete checkpoint. Ones cut short are removed (they hold nothing usable,
+    and the trainer would write the same step's folder over them) and the log says so."""
+    latest = run.latest_checkpoint()
+    for cut in run.cut_checkpoints():
+        log(f"{cut.name} was cut short (no completion marker): removed it")
+        if is_main_process():
+            shutil.rmtree(cut, ignore_errors=True)
+    if latest is not None:
+        log(f"resuming from {latest.name}")
+    return latest
+
+
 def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    with contextlib.suppress(OSError):  # train.log on a full disk: the status comes first
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def log_precision(config: TrainConfig, info: Any) -> None:
@@ -271,23 +326,43 @@ def main(run_dir: str | Path) -> int:
     if not run.config_path.is_file():
         print(f"{run.path}: no config.yaml, not a run directory.", file=sys.stderr)
         return 2
+    lock = None
+    if is_main_process():
+        try:
+            lock = run.acquire_lock(wait=LOCK_WAIT)
+        except TunedeckError as err:
+            print(f"tunedeck: {err}", file=sys.stderr)
+            return 2
+        if lock is None:
+            # Another runner trains this run: its status and events are not ours to touch.
+            holder = run.lock_holder() or {}
+            print(f"tunedeck: run {run.id} already has a runner (pid {holder.get('pid', '?')}, "
+                  f"holding {run.lock_path}); this one ends without touching it.",
+                  file=sys.stderr)
+            return 3
     stop_flag = StopFlag()
     stop_flag.install()
     try:
         return _run(run, stop_flag)
     finally:
         stop_flag.uninstall()
+        run.release_lock(lock)
 
 
 def _run(run: RunDir, stop_flag: Any) -> int:
     # Library deprecation chatter would bury the lines that matter in train.log.
     warnings.filterwarnings("ignore", category=FutureWarning)
-    run.repair_events()
-    run.write_status("starting", pid=os.getpid(), error=None)
     try:
+        run.repair_events()
+        # The pid with its start time: `stop` signals only that very process.
+        run.write_status("starting", pid=os.getpid(), pid_start=process_start_time(os.getpid()),
+                         error=None)
+        if is_main_process():
+            run.adopt_checkpoints()
         state = train(run, stop_flag)
     except BaseException as err:  # the state must say "failed" whatever broke
-        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            traceback.print_exc()
         if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and not err.code):
             state, message = "stopped", None
         else:
@@ -295,9 +370,13 @@ def _run(run: RunDir, stop_flag: Any) -> int:
             message = f"{OOM_ADVICE} ({type(err).__name__}: {first})" if is_oom(err) \
                 else describe(err)
             state = "failed"
-        run.write_status(state, error=message, pid=os.getpid())
-        run.append_event("state", state=state, **({"error": message} if message else {}))
         log(f"{state}: {message}" if message else state)
+        if not run.write_final_status(state, error=message, pid=os.getpid()):
+            log("could not record this in status.json either")
+        try:
+            run.append_event("state", state=state, **({"error": message} if message else {}))
+        except TunedeckError as write_err:  # rundir.RunWriteError: say so in train.log
+            log(str(write_err))
         return 1 if state == "failed" else 0
     run.write_status(state, error=None, pid=os.getpid(), finished=time.time())
     run.append_event("state", state=state)
@@ -308,5 +387,11 @@ def _run(run: RunDir, stop_flag: Any) -> int:
 def describe(err: BaseException) -> str:
     if isinstance(err, TunedeckError):
         return str(err)
+    from engine.training.rundir import is_disk_full, write_failure
+
+    if is_disk_full(err):  # wherever it happened: say it plainly, with the file when known
+        assert isinstance(err, OSError)
+        what = Path(err.filename).name if isinstance(err.filename, str) else "the run directory"
+        return str(write_failure(err, what))
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:300] if text else ''} (see train.log)"
