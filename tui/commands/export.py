@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from engine.errors import TunedeckError
 from tui.commands._common import console, human_bytes
+from tui.commands.listing import Column, add_format, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     a = subparsers.add_parser("adapters", help="list the adapters of every run (final and "
                               "checkpoints)")
+    add_format(a)
     a.set_defaults(func=run_list)
 
 
@@ -62,23 +64,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_gguf(args: argparse.Namespace, err) -> int:
+    from engine import gguf_export
+
+    result = gguf_export.export_gguf(
+        args.run, args.gguf, quant=args.quant or gguf_export.DEFAULT_QUANT,
+        checkpoint=args.checkpoint, base=args.base, device=args.device, force=args.force,
+        progress=lambda text: err.print(f"[dim]{text}[/dim]", highlight=False))
+    print(result.gguf)  # the file alone on stdout, for scripts
+    err.print(f"Exported {result.gguf.name} ({result.architecture}, {result.quant}, "
+              f"{human_bytes(result.size_bytes)}, base {result.base_model}) and "
+              f"{result.modelfile.name}; stops on {', '.join(result.stops)}.", highlight=False)
+    if result.fallbacks:
+        err.print(f"Kept in f16 (rows do not split into {result.quant} blocks): "
+                  f"{', '.join(result.fallbacks)}", highlight=False)
+    commands = result.run_commands()
+    if commands:
+        for command in commands:
+            err.print(f"Run it with: {command}", highlight=False, soft_wrap=True)
+    else:
+        err.print(f"Run it with llama.cpp (llama-cli -m {result.gguf} -cnv) or Ollama (ollama "
+                  f"create NAME -f {result.modelfile}); neither is on PATH here.",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+ADAPTER_COLUMNS = [
+    Column("reference", "ref", key_column=True),
+    Column("kind", "kind_label"),
+    Column("method", "method", drop=2),
+    Column("base model", "base_model", shrink=True, drop=3),
+    Column("run state", "state", drop=1),
+]
+
+
 def run_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from dataclasses import asdict
 
     from engine import adapters, paths
 
     found = adapters.list_available()
-    out = console()
-    if not found:
-        out.print(f"No adapters yet under {paths.runs_dir()}. Train one with `tunedeck train`.")
+    if not found and args.list_format == "table":
+        print(f"No adapters yet under {paths.runs_dir()}. Train one with `tunedeck train`.")
         return 1
-    table = Table(title="Adapters", title_justify="left")
-    for column in ("reference", "kind", "method", "base model", "run state"):
-        table.add_column(column, overflow="fold")
+    records = []
     for info in found:
-        kind = "final" if info.kind == "final" else f"checkpoint (step {info.step})"
-        table.add_row(info.ref, kind, info.method or "—", info.base_model or "—", info.state)
-    out.print(table)
-    print("Use one with: tunedeck prompt --adapter REFERENCE …, or tunedeck export REFERENCE "
-          "--merge NAME", file=sys.stderr)
-    return 0
+        record = {k: v for k, v in asdict(info).items() if not k.startswith("_")}
+        record["kind_label"] = ("final" if info.kind == "final"
+                                else f"checkpoint (step {info.step})")
+        records.append(record)
+    if args.list_format == "json":
+        for record in records:
+            record.pop("kind_label")
+    return emit(records, ADAPTER_COLUMNS, fmt=args.list_format, title="Adapters", empty="",
+                footer="Use one with: tunedeck prompt --adapter REFERENCE …, or tunedeck export "
+                "REFERENCE --merge NAME (or --gguf NAME)")

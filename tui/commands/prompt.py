@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="show: a try id; export: the output .jsonl file")
     h.add_argument("--search", default=None, help="list: only tries mentioning this text")
     h.add_argument("--limit", type=int, default=20)
+    h.add_argument("--format", choices=("table", "json"), default="table", dest="list_format",
+                   help="list / show: lines (default) or json, for scripts")
     h.set_defaults(func=run_history)
 
 
@@ -248,6 +250,14 @@ def _save(args: argparse.Namespace, loaded: Any, template: Any, strategy: Any, p
 # --------------------------------------------------------------------------- history
 
 
+def _print_json(tries: list) -> int:
+    from dataclasses import asdict
+
+    from tui.commands.listing import emit
+
+    return emit([asdict(t) for t in tries], [], fmt="json", title="", empty="")
+
+
 def run_history(args: argparse.Namespace) -> int:
     from engine.store import Store
     from tui.commands._common import console
@@ -264,6 +274,8 @@ def run_history(args: argparse.Namespace) -> int:
             if not args.target or not args.target.isdigit():
                 raise TunedeckError("history show needs a try id: tunedeck history show 3")
             t = store.get_try(int(args.target))
+            if args.list_format == "json":
+                return _print_json([t])
             out = console()
             out.print(f"[bold]try #{t.id}[/] {t.created_at} · {t.model}"
                       f"{' + ' + t.adapter if t.adapter else ''} · template {t.template} · "
@@ -276,6 +288,8 @@ def run_history(args: argparse.Namespace) -> int:
             out.print("[bold]metrics[/]", t.metrics)
             return 0
         tries = store.list_tries(limit=args.limit, search=args.search)
+    if args.list_format == "json":
+        return _print_json(tries)
     if not tries:
         print("No tries recorded yet. Run one with: tunedeck prompt --input '…'")
         return 0

@@ -13,6 +13,7 @@ import argparse
 
 from engine.errors import TunedeckError
 from tui.commands._common import console
+from tui.commands.listing import Column, add_format, emit
 
 SOURCES = ("try", "sample", "eval", "ab", "manual")  # engine.ratings.SOURCES, without its import
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=SOURCES, help="only completions from this source")
     p.add_argument("--unrated", action="store_true", help="only items not rated yet")
     p.add_argument("--limit", type=int, default=200, help="at most this many rows (default 200)")
+    add_format(p)
 
     p = sub.add_parser("import", help="add playground tries or a run's samples to the queue")
     what = p.add_mutually_exclusive_group(required=True)
@@ -84,27 +86,40 @@ def describe_rating(item) -> str:
     return " ".join(parts) or "–"
 
 
+RATING_COLUMNS = [
+    Column("item", "item", key_column=True),
+    Column("source", "source", drop=2),
+    Column("model", "model", shrink=True, drop=3),
+    Column("prompt", "prompt_short", shrink=True, drop=1),
+    Column("completion", "completion_short", shrink=True),
+    Column("rating", "rating_label"),
+]
+
+
 def _list(store, args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from dataclasses import asdict
 
     items = store.queue(args.source, unrated_only=args.unrated)
     rated, total = store.progress(args.source)
-    out = console()
-    table = Table(title=f"Ratings: {rated} / {total} rated", title_justify="left")
-    for column in ("item", "source", "model", "prompt", "completion", "rating"):
-        table.add_column(column, overflow="fold")
+    if args.list_format == "json":
+        records = [{"kind": item.kind} | asdict(item) for item in items[: args.limit]]
+        return emit(records, RATING_COLUMNS, fmt="json", title="", empty="")
+    rows = []
     for item in items[: args.limit]:
         if item.kind == "pair":
-            table.add_row(f"pair {item.id}", "ab", item.a.model, _short(item.prompt),
-                          f"A: {_short(item.a.completion, 22)} | B: {_short(item.b.completion, 22)}",
-                          describe_rating(item))
+            rows.append({"item": f"pair {item.id}", "source": "ab", "model": item.a.model,
+                         "prompt_short": _short(item.prompt),
+                         "completion_short": f"A: {_short(item.a.completion, 22)} | "
+                                             f"B: {_short(item.b.completion, 22)}",
+                         "rating_label": describe_rating(item)})
         else:
-            table.add_row(str(item.id), item.source, item.model, _short(item.prompt),
-                          _short(item.completion), describe_rating(item))
-    out.print(table)
-    if len(items) > args.limit:
-        out.print(f"… {len(items) - args.limit} more (--limit)")
-    return 0
+            rows.append({"item": str(item.id), "source": item.source, "model": item.model,
+                         "prompt_short": _short(item.prompt),
+                         "completion_short": _short(item.completion),
+                         "rating_label": describe_rating(item)})
+    more = (f"… {len(items) - args.limit} more (--limit)" if len(items) > args.limit else None)
+    return emit(rows, RATING_COLUMNS, fmt="table", title=f"Ratings: {rated} / {total} rated",
+                empty=f"Ratings: {rated} / {total} rated; nothing to list.", footer=more)
 
 
 def _import(store, args: argparse.Namespace) -> int:

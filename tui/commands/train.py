@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import TunedeckError
 from tui.commands._common import console
+from tui.commands.listing import Column, add_format, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  description="List runs, or `runs show ID` / `runs watch ID`.")
     runs.add_argument("action", nargs="?", choices=("list", "show", "watch"), default="list")
     runs.add_argument("run_id", nargs="?", help="run id (or a unique part of it)")
+    add_format(runs)
     runs.set_defaults(func=run_runs)
 
     stop = subparsers.add_parser("stop", help="stop a run (it checkpoints first)")
@@ -144,39 +146,46 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 def run_runs(args: argparse.Namespace) -> int:
     from engine.training.rundir import open_run
 
-    if args.action == "list":
-        if args.run_id:  # `tunedeck runs ID` reads as `runs show ID`
-            return show_run(open_run(args.run_id))
-        return list_runs()
+    action = args.action
+    if action == "list":
+        if not args.run_id:
+            return list_runs(args.list_format)
+        action = "show"  # `tunedeck runs ID` reads as `runs show ID`
     if not args.run_id:
         raise TunedeckError(f"`tunedeck runs {args.action}` needs a run id; "
                             "`tunedeck runs` lists them.")
     run = open_run(args.run_id)
-    return show_run(run) if args.action == "show" else watch_run(run)
+    if action == "show" and args.list_format == "json":
+        from engine.training.launch import run_summary
+
+        return emit([run_summary(run) | {"path": str(run.path)}], RUN_COLUMNS, fmt="json",
+                    title="", empty="")
+    return show_run(run) if action == "show" else watch_run(run)
 
 
-def list_runs() -> int:
-    from rich.table import Table
+RUN_COLUMNS = [
+    Column("id", "id", key_column=True),
+    Column("state", "state"),
+    Column("step", "progress"),
+    Column("last loss", "last_loss", show=lambda v: _fmt(v), drop=3),
+    Column("method", "method", drop=2),
+    Column("model", "model", shrink=True, drop=4),
+    Column("started", "started", show=_when, drop=1),
+]
 
+
+def list_runs(fmt: str = "table") -> int:
     from engine import paths
     from engine.training.launch import run_summary
     from engine.training.rundir import list_runs as all_runs
 
-    runs = all_runs()
-    out = console()
-    if not runs:
-        out.print(f"No runs yet under {paths.runs_dir()}. Start one with `tunedeck train`.")
-        return 0
-    table = Table(title="Runs", title_justify="left")
-    for column in ("id", "state", "model", "method", "step", "last loss", "started"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
+    records = []
+    for run in all_runs():
         s = run_summary(run)
-        total = s["total_steps"] or "?"
-        table.add_row(s["id"], s["state"], str(s["model"] or "-"), str(s["method"] or "-"),
-                      f"{s['step']}/{total}", _fmt(s["last_loss"]), _when(s["started"]))
-    out.print(table)
-    return 0
+        s["progress"] = f"{s['step']}/{s['total_steps'] or '?'}"
+        records.append(s)
+    return emit(records, RUN_COLUMNS, fmt=fmt, title="Runs",
+                empty=f"No runs yet under {paths.runs_dir()}. Start one with `tunedeck train`.")
 
 
 def show_run(run: Any) -> int:
