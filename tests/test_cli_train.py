@@ -129,6 +129,7 @@ def _stopped_run(tmp_path, state: str = "failed", **status):
 
     run = RunDir(tmp_path / "run")
     (run.checkpoints_dir / "checkpoint-4").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")  # complete
     run.config_path.write_text("method: lora\n")
     run.write_status(state, model="m", **status)
     return run

@@ -10,7 +10,6 @@ and the checkpoint is written at the step boundary the run is at.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import threading
@@ -336,10 +335,11 @@ def interruptible_evaluation(trainer: Any, callback: RunEventsCallback) -> None:
 
 
 def _num(value: Any) -> float | None:
+    """A metric as a float; NaN and inf are kept as they are (a diverged run must show "nan",
+    never a plausible number)."""
     if value is None:
         return None
     try:
-        value = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None

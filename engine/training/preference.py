@@ -286,3 +286,7 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
         report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
     report.ok = not report.errors
     return report
+    from engine.training.preflight import check_model_fit
+
+    if not check_model_fit(config, report):
+        return report

@@ -199,8 +199,9 @@ def show_run(run: Any) -> int:
               f"eval loss {_fmt(s['eval_loss'])}, tokens/s {_fmt(s['tokens_per_s'], '.1f')}")
     if s["error"]:
         out.print(f"  [red]error:[/red] {s['error']}")
-    checkpoints = run.checkpoints()
-    out.print(f"  checkpoints: {', '.join(p.name for p in checkpoints) or 'none'}")
+    cut = set(run.cut_checkpoints())
+    names = [p.name + (" (cut short: not resumable)" if p in cut else "") for p in run.checkpoints()]
+    out.print(f"  checkpoints: {', '.join(names) or 'none'}")
     if run.adapter_dir.is_dir():
         out.print(f"  adapter: {run.adapter_dir}")
     out.print(f"  directory: {run.path}")
@@ -286,6 +287,11 @@ def run_resume(args: argparse.Namespace) -> int:
     from engine.training.rundir import open_run
 
     run = resume(open_run(args.run_id))
-    console().print(f"Resumed run {run.id} from {run.latest_checkpoint().name}. "
+    status = run.read_status()
+    cut = status.get("cut_checkpoints") or []
+    if cut:
+        console().print(f"{', '.join(cut)} was cut short (disk full or killed while saving); "
+                        "resuming from the newest complete checkpoint instead.")
+    console().print(f"Resumed run {run.id} from {status.get('resumed_from')}. "
                     f"Watch it: tunedeck runs watch {run.id}")
     return 0
