@@ -130,3 +130,104 @@ def _from_recipe(recipe: TrainConfig, path: Path, say: Callable[[str], None]) ->
     steps = (recipe.max_steps if recipe.max_steps > 0
              else max(1, math.ceil(rows / per_step * recipe.epochs)))
     return Suggestion(replace(recipe, max_seq_len=max_seq_len), reasons, rows=rows, steps=steps)
+
+
+# ---------------------------------------------------------------------- evaluation and sampling
+# What happens between the steps costs time too, and on a CPU often more than the steps: a
+# new user's QLoRA run was estimated at ~9 s and took ~6.5 min, its two evaluations of 72 rows
+# 193 s and 128 s (a loaded 2-core CPU). Where no run of the same model, method and dataset has
+# measured it, evaluation's tokens/s are the training step's times this factor: a forward pass
+# alone, but the 4-bit layers de-quantize every batch either way.
+EVAL_PACE = {"qlora": 1.0, "lora": 2.0, "dora": 2.0, "full": 2.0}
+# Seconds per generated token, a 135M model on a 2-core CPU, scaled by parameter count.
+CPU_GEN_SECONDS_PER_TOKEN = {"qlora": 0.08, "lora": 0.04, "dora": 0.05, "full": 0.03}
+SAMPLE_BUDGET = 96  # new tokens at most per sample (RunEventsCallback.max_new_tokens)
+MEASURED_RUNS = 30  # newest runs looked at for a measured cost
+
+
+@dataclass
+class BetweenSteps:
+    """Evaluations and sample rounds a run will do, and what they will cost."""
+
+    evals: int = 0
+    eval_rows: int = 0
+    eval_seconds: float | None = None  # all evaluations together
+    sample_rounds: int = 0
+    samples: int = 0  # per round
+    sample_seconds: float | None = None  # all rounds together
+    measured_in: str = ""  # the run the per-row costs were measured in, if any
+
+    @property
+    def seconds(self) -> float:
+        return (self.eval_seconds or 0.0) + (self.sample_seconds or 0.0)
+
+    def describe(self, duration: Callable[[float], str]) -> str:
+        """`2 evaluations of 72 rows ~4m10s (measured in <run>) · 2 rounds of 2 samples ~20s`."""
+        parts = []
+        if self.evals:
+            cost = f" ~{duration(self.eval_seconds)}" if self.eval_seconds is not None else ""
+            where = f" (measured in {self.measured_in})" if self.measured_in else ""
+            parts.append(f"{self.evals} evaluation{'s' * (self.evals != 1)} of "
+                         f"{self.eval_rows:,} rows{cost}{where}")
+        if self.sample_rounds:
+            cost = f" ~{duration(self.sample_seconds)}" if self.sample_seconds is not None else ""
+            parts.append(f"{self.sample_rounds} round{'s' * (self.sample_rounds != 1)} of "
+                         f"{self.samples} sample{'s' * (self.samples != 1)}{cost}")
+        return " · ".join(parts)
+
+
+def between_steps(config: TrainConfig, steps: int, eval_rows: int, row_tokens: float,
+                  train_tokens_per_s: float | None, completion_tokens: float,
+                  total_params: int) -> BetweenSteps:
+    """The evaluations and samples of a run of `steps` steps, costed from an earlier run of the
+    same model, method and dataset where there is one, else from the training pace."""
+    out = BetweenSteps()
+    if config.eval_every and eval_rows:
+        out.evals, out.eval_rows = steps // config.eval_every, eval_rows
+    if config.sample_every and eval_rows:  # samples are the first sample_k evaluation prompts
+        out.sample_rounds = steps // config.sample_every
+        out.samples = min(config.sample_k, eval_rows)
+    if not (out.evals or out.sample_rounds):
+        return out
+    per_row, per_sample, out.measured_in = measured_costs(config)
+    if per_row is None and train_tokens_per_s:
+        per_row = row_tokens / (train_tokens_per_s * EVAL_PACE.get(config.method, 1.0))
+    if per_sample is None and total_params and train_tokens_per_s:  # a CPU estimate
+        tokens = min(SAMPLE_BUDGET, completion_tokens + 16)
+        per_sample = tokens * CPU_GEN_SECONDS_PER_TOKEN.get(config.method, 0.05) * (
+            total_params / 135e6)
+    if out.evals and per_row is not None:
+        out.eval_seconds = out.evals * out.eval_rows * per_row
+    if out.sample_rounds and per_sample is not None:
+        out.sample_seconds = out.sample_rounds * out.samples * per_sample
+    if out.measured_in and per_row is None:
+        out.measured_in = ""
+    return out
+
+
+def measured_costs(config: TrainConfig) -> tuple[float | None, float | None, str]:
+    """(seconds per evaluation row, seconds per sample, run id) from the newest run of the same
+    model, method and dataset that measured them (its status: eval_seconds / eval_rows,
+    sample_seconds per sample_k)."""
+    from engine.adapters import read_run_config
+    from engine.training.rundir import list_runs
+
+    try:
+        runs = list_runs()[:MEASURED_RUNS]
+    except OSError:
+        return None, None, ""
+    for run in runs:
+        status = run.read_status()
+        if not status.get("eval_seconds") or not status.get("eval_rows"):
+            continue
+        if (status.get("model"), status.get("method")) != (config.model, config.method):
+            continue
+        their = read_run_config(run)
+        if str(their.get("dataset")) != str(config.dataset_path()):
+            continue
+        per_row = float(status["eval_seconds"]) / float(status["eval_rows"])
+        per_sample = None
+        if status.get("sample_seconds") and their.get("sample_k"):
+            per_sample = float(status["sample_seconds"]) / float(their["sample_k"])
+        return per_row, per_sample, run.id
+    return None, None, ""

@@ -51,9 +51,8 @@ def collect() -> list[tuple[str, str, str]]:
         else:
             rows.append(("cuda", "not available: training and generation run on the CPU",
                          "warn"))
-            rows.append(("bf16", "not used on CPU (fp32 is faster on CPUs without fast bf16)",
-                         "ok"))
-        rows.append(("compute dtype", policy.dtype_name, "ok"))
+        rows.append(training_precision(policy))
+        rows.append(("compute dtype", f"{policy.dtype_name} (loading and generation)", "ok"))
         rows.append(("cpu threads", str(torch.get_num_threads()), "ok"))
         works, reason = models.probe_4bit(policy.device)
         rows.append(("4-bit (QLoRA)", ("works: " if works else "unavailable: ") + reason,
@@ -74,6 +73,19 @@ def collect() -> list[tuple[str, str, str]]:
     free = shutil.disk_usage(probe).free
     rows.append(("free disk", f"{human_bytes(free)} at {probe}", "ok" if free > 5 * 2**30 else "warn"))
     return rows
+
+
+def training_precision(policy: object) -> tuple[str, str, str]:
+    """The precision a run with `precision: auto` trains in here, decided by the runner's own
+    code (on a CPU it measures bf16 against fp32), so doctor and train.log say the same."""
+    from engine.training.config import TrainConfig
+    from engine.training.preflight import describe_precision
+    from engine.training.runner import mixed_precision
+
+    precision, why = mixed_precision(TrainConfig(precision="auto"), policy.device,  # type: ignore[attr-defined]
+                                     policy.dtype_name)  # type: ignore[attr-defined]
+    return ("training precision", f"{describe_precision(precision)} with precision: auto "
+            f"({why})", "ok")
 
 
 def run(args: argparse.Namespace) -> int:

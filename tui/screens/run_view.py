@@ -15,214 +15,26 @@ into it, so the bar does that in a worker.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Log
+from textual.widgets import Footer, Header
 
 from engine.adapters import read_run_config
-from engine.training.rundir import ACTIVE_STATES, EventCursor, RunDir
+from engine.training.rundir import ACTIVE_STATES, RunDir
+from tui.run_history import RunHistory
 from tui.screens.base import WorkbenchScreen
-from tui.widgets.loss_chart import LossChart, Series
+from tui.widgets.log_tail import LogTail
+from tui.widgets.loss_chart import LossChart
 from tui.widgets.rating_bar import RATING_BINDINGS, RatingBar, RatingKeys
 from tui.widgets.run_progress import RunProgress
 from tui.widgets.samples_panel import SamplesPanel
 
+__all__ = ["LogTail", "RunActions", "RunHistory", "RunView", "RunViewScreen"]
+
 POLL_SECONDS = 0.5
-LOG_TAIL_BYTES = 64 * 1024
-
-
-class RunHistory:
-    """Everything one run has reported so far, kept up to date by `poll()`."""
-
-    def __init__(self, run: RunDir) -> None:
-        self.run = run
-        self.cursor = EventCursor()
-        self.logs: list[dict[str, Any]] = []
-        self.evals: list[dict[str, Any]] = []
-        self.samples: list[dict[str, Any]] = []
-        self.states: list[dict[str, Any]] = []
-        self.status: dict[str, Any] = {}
-        self.state = "unknown"
-        self._config: dict[str, Any] | None = None
-
-    def poll(self) -> tuple[list[dict[str, Any]], bool]:
-        """Read what the run appended since the last call: (new events, status changed)."""
-        new = self.run.read_events(self.cursor)
-        for event in new:
-            kind = event.get("type")
-            if kind == "log":
-                _append_by_step(self.logs, event)
-            elif kind == "eval":
-                _append_by_step(self.evals, event)
-            elif kind == "sample":
-                self.samples.append(event)
-            elif kind == "state":
-                self.states.append(event)
-        status = self.run.read_status()
-        state = self.run.state(status)
-        changed = status != self.status or state != self.state
-        self.status, self.state = status, state
-        return new, changed
-
-    # ------------------------------------------------------------------ derived
-    @property
-    def step(self) -> int:
-        logged = _number(self.logs[-1].get("step")) if self.logs else None
-        return int(max(logged or 0, _number(self.status.get("step")) or 0))
-
-    @property
-    def total_steps(self) -> int | None:
-        total = _number(self.status.get("total_steps"))
-        return int(total) if total else None
-
-    @property
-    def epoch(self) -> float | None:
-        return _number(self.logs[-1].get("epoch")) if self.logs else None
-
-    @property
-    def last_loss(self) -> float | None:
-        for event in reversed(self.logs):
-            if _number(event.get("loss")) is not None:
-                return _number(event.get("loss"))
-        return None
-
-    @property
-    def last_eval_loss(self) -> float | None:
-        return _number(self.evals[-1].get("eval_loss")) if self.evals else None
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        return _number(self.logs[-1].get("tokens_per_s")) if self.logs else None
-
-    @property
-    def mem_mb(self) -> float | None:
-        return _number(self.logs[-1].get("mem_mb")) if self.logs else None
-
-    @property
-    def error(self) -> str:
-        if self.state != "failed":
-            return ""
-        for event in reversed(self.states):
-            if event.get("error"):
-                return str(event["error"])
-        return str(self.status.get("error")
-                   or "the runner ended without saying why: see train.log")
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """From the pace of the current session of the runner (a resume restarts the clock)."""
-        total = self.total_steps
-        if not total or len(self.logs) < 2:
-            return None
-        since = max((_number(e.get("t")) or 0 for e in self.states
-                     if e.get("state") == "running"), default=0)
-        recent = [e for e in self.logs if (_number(e.get("t")) or 0) >= since] or self.logs
-        if len(recent) < 2:
-            recent = self.logs[-2:]
-        first, last = recent[0], recent[-1]
-        steps = (_number(last.get("step")) or 0) - (_number(first.get("step")) or 0)
-        seconds = (_number(last.get("t")) or 0) - (_number(first.get("t")) or 0)
-        if steps <= 0 or seconds <= 0:
-            return None
-        return seconds / steps * max(total - (_number(last.get("step")) or 0), 0)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        if self._config is None:
-            self._config = read_run_config(self.run)
-        return self._config
-
-    @property
-    def model(self) -> str:
-        return str(self.status.get("model") or self.config.get("model") or "?")
-
-    @property
-    def method(self) -> str:
-        return str(self.status.get("method") or self.config.get("method") or "?")
-
-    @property
-    def started(self) -> float | None:
-        started = _number(self.status.get("started"))
-        if started is None and (self.states or self.logs):
-            started = _number((self.states or self.logs)[0].get("t"))
-        return started
-
-    def series(self, label: str = "") -> Series:
-        with_loss = [e for e in self.logs if _number(e.get("loss")) is not None]
-        with_lr = [e for e in self.logs if _number(e.get("lr")) is not None]
-        return Series(
-            label=label or self.run.id,
-            steps=[e.get("step") for e in with_loss], losses=[e["loss"] for e in with_loss],
-            eval_steps=[e.get("step") for e in self.evals],
-            eval_losses=[e.get("eval_loss") for e in self.evals],
-            lr_steps=[e.get("step") for e in with_lr], lrs=[e["lr"] for e in with_lr],
-        )
-
-
-def _append_by_step(events: list[dict[str, Any]], event: dict[str, Any]) -> None:
-    """A step logged again (a resume from an older checkpoint after kill -9) replaces the old
-    points from that step on, so the curve never folds back on itself."""
-    step = event.get("step")
-    if isinstance(step, (int, float)):
-        while events and isinstance(events[-1].get("step"), (int, float)) \
-                and events[-1]["step"] >= step:
-            events.pop()
-    events.append(event)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-class LogTail(Log):
-    """The end of train.log, followed as it grows (a partial last line waits for its newline)."""
-
-    DEFAULT_CSS = """
-    LogTail { height: 1fr; }
-    """
-
-    def __init__(self, path: Path, *, id: str | None = None) -> None:
-        super().__init__(max_lines=500, auto_scroll=True, id=id)
-        self.path = path
-        self._offset: int | None = None
-        self._partial = b""
-
-    def poll(self) -> bool:
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return False
-        skip_first = False
-        if self._offset is None or size < self._offset:
-            self._offset = max(size - LOG_TAIL_BYTES, 0)
-            skip_first = self._offset > 0
-            self._partial = b""
-        if size == self._offset:
-            return False
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read(size - self._offset)
-        except OSError:  # rotated or removed under us: try again on the next tick
-            return False
-        self._offset += len(data)
-        data = self._partial + data
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._partial = data
-            return False
-        self._partial = data[cut + 1:]
-        lines = data[:cut].decode("utf-8", "replace").split("\n")
-        if skip_first:
-            lines = lines[1:]
-        # Progress bars redraw with \r: only the last state of a line is worth showing.
-        self.write_lines(line.rsplit("\r", 1)[-1] for line in lines)
-        return True
 
 
 class RunView(Vertical):
@@ -236,12 +48,16 @@ class RunView(Vertical):
     RunView #run-log { width: 2fr; border: round $panel-lighten-2; }
     RunView #run-samples:focus-within, RunView #run-log:focus { border: round $primary; }
     RunView.editing-ideal > LossChart { display: none; }
+    RunView.wide-log #run-samples { display: none; }
+    RunView.wide-log #run-log { width: 1fr; }
     """
 
     def __init__(self, run: RunDir, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.run = run
         self.history = RunHistory(run)
+        # Checkpoints there were when save-now was asked for; None when nothing is awaited.
+        self.awaiting_save: set[str] | None = None
 
     def compose(self) -> ComposeResult:
         yield RunProgress(id="run-progress")
@@ -279,6 +95,24 @@ class RunView(Vertical):
             self.samples.add_samples(samples)
             self.rate_sample(self.samples.current)
         self.query_one("#run-log", LogTail).poll()
+        if self.awaiting_save is not None:
+            self._check_saved()
+
+    def await_save(self) -> None:
+        """Say so when the checkpoint asked for with save-now has been written."""
+        self.awaiting_save = {p.name for p in self.run.checkpoints()}
+
+    def _check_saved(self) -> None:
+        if self.run.save_now_path.exists():
+            return  # not taken up by the runner yet
+        new = [p.name for p in self.run.checkpoints() if p.name not in (self.awaiting_save or ())]
+        if new:
+            self.awaiting_save = None
+            self.notify(f"{self.run.id}: wrote {new[-1]} (save now).")
+        elif not self.run.is_active():
+            self.awaiting_save = None
+            self.notify(f"{self.run.id} ended ({self.run.state()}) before writing the "
+                        "checkpoint asked for.", severity="warning")
 
     def on_samples_panel_picked(self, message: SamplesPanel.Picked) -> None:
         self.rate_sample(message.position)
@@ -316,17 +150,44 @@ class RunActions:
         self._stop_worker(run)
 
     def resume_run(self, run: RunDir) -> None:
-        if run.is_active():
-            self.notify(f"{run.id} is still {run.state()}.", severity="warning")  # type: ignore[attr-defined]
+        status = run.read_status()
+        state = run.state(status)
+        if state in ACTIVE_STATES:
+            self.notify(f"{run.id} is still {state}.", severity="warning")  # type: ignore[attr-defined]
+            return
+        if state == "done":
+            # Not a failure: there is nothing left to resume. Say what can be done instead.
+            step = status.get("step")
+            where = "its adapter" if run.adapter_dir.is_dir() else "its model"
+            self.notify(  # type: ignore[attr-defined]
+                f"{run.id} finished" + (f" at step {step}" if step else "") + ": a finished "
+                f"run cannot be resumed. Use {where} (F8 Models, the Playground, Evaluate), or "
+                "train further with a new run from its config on Train (F4).",
+                title="Finished run", timeout=10)
             return
         self._resume_worker(run)
 
-    def save_now(self, run: RunDir) -> None:
-        if not run.is_active():
-            self.notify(f"{run.id} is {run.state()}: nothing to save.", severity="warning")  # type: ignore[attr-defined]
-            return
+    def save_now(self, run: RunDir) -> bool:
+        """Ask for a checkpoint now; says precisely when it will be written. True if asked."""
+        status = run.read_status()
+        state = run.state(status)
+        if state not in ("starting", "running"):
+            self.notify(f"{run.id} is {state}: nothing to save.", severity="warning")  # type: ignore[attr-defined]
+            return False
         run.request_save()
-        self.notify(f"{run.id}: a checkpoint will be written at the next step.")  # type: ignore[attr-defined]
+        step = int(status.get("step") or 0)
+        if status.get("phase") == "evaluating":
+            when = (f"checkpoint-{step} will be written when the evaluation in progress ends "
+                    f"({status.get('phase_done') or 0}/{status.get('phase_total') or '?'} rows)")
+        elif state == "starting":
+            when = "a checkpoint will be written at the end of the first step"
+        else:
+            when = f"checkpoint-{step + 1} will be written at the end of step {step + 1}"
+            save_every = int(read_run_config(run).get("save_every") or 0)
+            if save_every and (step + 1) % save_every == 0:
+                when += " (a regular checkpoint is due there anyway)"
+        self.notify(f"{run.id}: {when}.")  # type: ignore[attr-defined]
+        return True
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-control",
           description="Stopping the run")
@@ -363,7 +224,9 @@ class RunViewScreen(RatingKeys, RunActions, WorkbenchScreen):
             "leaves the run going. The chart shows train loss (smoothed or raw), eval loss and "
             "the learning rate on the right-hand axis. 1-5 stars, + / - thumbs and e (edit the "
             "ideal answer) rate the newest sample, or the one picked with ↑ / ↓ in the samples "
-            "panel, as on the Rate screen.")
+            "panel, as on the Rate screen. x stops the run (an evaluation or sample in progress "
+            "is cut short; the checkpoint is of the step it is at), c writes a checkpoint at the "
+            "next step boundary, o gives train.log the whole lower row.")
     # None of the rating keys (1-5, + / -, a / b / t, e) is one of the run's own keys.
     BINDINGS = [
         *RUN_RATING_BINDINGS,
@@ -373,6 +236,7 @@ class RunViewScreen(RatingKeys, RunActions, WorkbenchScreen):
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("c", "save_now", "Save now"),
+        Binding("o", "toggle_log", "Wide log"),
     ]
 
     def __init__(self, run: RunDir) -> None:
@@ -404,4 +268,9 @@ class RunViewScreen(RatingKeys, RunActions, WorkbenchScreen):
         self.resume_run(self.run)
 
     def action_save_now(self) -> None:
-        self.save_now(self.run)
+        if self.save_now(self.run):
+            self.view.await_save()
+
+    def action_toggle_log(self) -> None:
+        """train.log over the whole lower row (samples hidden), and back."""
+        self.view.toggle_class("wide-log")

@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
+from textual.events import Resize
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
@@ -30,6 +31,8 @@ from tui.screens.run_view import RunViewScreen
 
 METHODS = ("auto", "full", "lora", "qlora", "dora")  # auto: qlora on CUDA, lora elsewhere
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # engine.training.config.PRECISIONS
+WIDE_COLUMNS, NARROW_COLUMNS = 110, 72  # terminal widths where the columns change shares
+LAST_RUN_FILE = "last-train-run"  # in the data home: the run Ctrl+O opens, across restarts
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Field:
     name: str  # TrainConfig attribute
     label: str
     kind: type = str
+    optional: bool = False  # blank means "not set" (None)
 
 
 FIELDS = (
@@ -50,7 +54,10 @@ FIELDS = (
     Field("max_steps", "max steps", int),
     Field("batch_size", "batch size", int),
     Field("max_seq_len", "max seq len", int),
+    Field("limit", "train rows", int, optional=True),
     Field("eval_every", "eval every", int),
+    # Each evaluation reads the whole eval set: on a CPU that can cost more than the steps.
+    Field("eval_limit", "eval rows", int, optional=True),
     Field("sample_every", "sample every", int),
     Field("save_every", "save every", int),
 )
@@ -68,6 +75,8 @@ def parse_field(field: Field, text: str) -> Any:
     text = text.strip()
     if field.kind is str:
         return text
+    if not text and field.optional:
+        return None
     if not text:
         raise TunedeckError(f"{field.label} ({field.name}): give a number.")
     try:
@@ -103,6 +112,14 @@ def report_content(report: Any) -> Content:
         ("rows", rows),
         ("steps", f"{report.steps:,} (time {eta}"
                   + (f" on {report.device})" if getattr(report, "device", "") else ")")),
+    ]
+    between = getattr(report, "between", None)
+    if between is not None and between.describe(_duration):
+        # Evaluation and samples run between the steps and can take longer than they do.
+        train_part = (f"steps ~{_duration(report.train_seconds)} · "
+                      if getattr(report, "train_seconds", None) is not None else "")
+        facts.append(("of which", train_part + between.describe(_duration)))
+    facts += [
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
     if getattr(report, "precision", ""):
@@ -132,6 +149,56 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
+def example_summary(path: Any, config: Any) -> str:
+    """What choosing an example config did, including the settings the form does not show."""
+    from pathlib import Path
+
+    lines = [f"Example {Path(str(path)).stem}: {config.method} on {config.dataset}."]
+    if config.limit:
+        lines.append(f"limit {config.limit}: only the first {config.limit} training rows are "
+                     "used (train rows).")
+    if config.eval_limit:
+        lines.append(f"eval_limit {config.eval_limit}: each evaluation reads the first "
+                     f"{config.eval_limit} rows (eval rows).")
+    lines.append("Ctrl+G fits the cadence to the data; Ctrl+T shows steps and time.")
+    return "\n".join(lines)
+
+
+def _last_run_path() -> Any:
+    from engine import paths
+
+    return paths.home() / LAST_RUN_FILE
+
+
+def remember_run(run: Any) -> str:
+    """Keep the id of the run launched from here for Ctrl+O after a restart; "" or a problem."""
+    from engine import paths
+    from engine.training.rundir import atomic_write_text
+
+    try:
+        paths.ensure_dir(paths.home())
+        atomic_write_text(_last_run_path(), run.id + "\n")
+    except OSError as err:
+        return (f"tunedeck: {_last_run_path()}: {err.strerror or err}; Ctrl+O will not find "
+                f"{run.id} after a restart (F5 lists every run).")
+    return ""
+
+
+def remembered_run() -> Any:
+    """The run last launched from the Train screen (this or an earlier session), if it exists."""
+    from engine import paths
+    from engine.training.rundir import RunDir
+
+    try:
+        run_id = _last_run_path().read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        return None
+    folder = paths.runs_dir() / run_id
+    return RunDir(folder) if folder.is_dir() else None
+
+
 class TrainScreen(WorkbenchScreen):
     HELP_TITLE = "Train"
     HELP = ("Set up a fine-tune: pick an example config (or the defaults), adjust the form, "
@@ -157,6 +224,11 @@ class TrainScreen(WorkbenchScreen):
     TrainScreen #preflight-status { height: auto; color: $text-muted; }
     TrainScreen #preflight-report { height: auto; }
     TrainScreen #preflight-report.error { color: $error; }
+    /* Set on resize: the config column takes its share of a wide terminal, and on a narrow one
+       both columns get half, so neither is squeezed to a sliver. */
+    TrainScreen.wide #train-form { width: 40%; max-width: 72; }
+    TrainScreen.narrow #train-form { width: 50%; }
+    TrainScreen.narrow .form-row > Label { width: 13; }
     """
 
     def __init__(self) -> None:
@@ -194,6 +266,10 @@ class TrainScreen(WorkbenchScreen):
                              id="preflight-status")
                 yield Static("", id="preflight-report")
         yield Footer()
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width >= WIDE_COLUMNS, "wide")
+        self.set_class(event.size.width < NARROW_COLUMNS, "narrow")
 
     def on_mount(self) -> None:
         from engine.training.config import example_configs
@@ -301,13 +377,23 @@ class TrainScreen(WorkbenchScreen):
 
         self.workers.cancel_group(self, "fit")  # a fit still running must not overwrite it
 
+        # What the panel showed was about the previous config: it must not stay.
+        self.report, self._report_for = None, None
         if event.value is Select.NULL:
             self.fill(self.defaults())
+            self.set_status("Ctrl+T checks this config; Ctrl+L launches it.")
+            self.show_in_panel(Content("The defaults; Ctrl+G fits them to the data."),
+                               error=False, check=False)
             return
         try:
-            self.fill(TrainConfig.from_yaml(str(event.value)))
+            config = TrainConfig.from_yaml(str(event.value))
         except TunedeckError as err:
             self.show_error(str(err))
+            return
+        self.fill(config)
+        self.set_status("Ctrl+T checks this config; Ctrl+L launches it.")
+        self.show_in_panel(Content(example_summary(event.value, config)), error=False,
+                           check=False)
 
     # ------------------------------------------------------------------ pre-flight / launch
     def action_preflight(self) -> None:
@@ -331,11 +417,13 @@ class TrainScreen(WorkbenchScreen):
         self._train_worker(config, key, cached, launch)
 
     def action_open_last(self) -> None:
-        if self.last_run is None:
+        run = self.last_run or remembered_run()
+        if run is None:
             self.notify("No run launched from here yet; F5 lists every run.",
                         severity="warning")
             return
-        self.app.push_screen(RunViewScreen(self.last_run))
+        self.last_run = run
+        self.app.push_screen(RunViewScreen(run))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train",
           description="Pre-flight")
@@ -367,6 +455,9 @@ class TrainScreen(WorkbenchScreen):
         self.show_report(report)
         if run is not None:
             self.last_run = run
+            problem = remember_run(run)
+            if problem:
+                self.notify(problem, severity="warning")
             self.set_status(f"Launched {run.id}. Ctrl+O reopens its view; F5 lists every run.")
             if self.app.screen is self:
                 self.app.push_screen(RunViewScreen(run))

@@ -33,7 +33,10 @@ def progress_line(history: Any) -> str:
     parts = [history.state, f"step {step}/{total}" if total else f"step {step}"]
     if history.epoch is not None:
         parts.append(f"epoch {history.epoch:.2f}")
-    if history.state in ("starting", "running"):
+    phase = getattr(history, "phase_text", "")  # evaluating 24/72 rows · ETA 1m10s
+    if phase:
+        parts.append(phase)
+    elif history.state in ("starting", "running"):
         parts.append(f"ETA {format_duration(history.eta_seconds)}")
     if history.tokens_per_s is not None:
         parts.append(f"{history.tokens_per_s:,.0f} tok/s")
