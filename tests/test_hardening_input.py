@@ -326,3 +326,17 @@ def test_the_worker_error_path_uses_the_same_words():
 
     err = OSError(30, "Read-only file system", "/mnt/ro/out.jsonl")
     assert describe_error(err) == describe_failure(err)
+
+
+def test_split_keeps_conversations_labels_and_other_columns(tmp_path):
+    convs = [dict(msgs(("system", "s"), ("user", f"q{i}"), ("assistant", f"a{i}"),
+                       ("user", "more"), ("assistant", f"b{i}")), id=i) for i in range(10)]
+    kto = [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2 == 0} for i in range(10)]
+    for name, rows in (("convs", convs), ("kto", kto)):
+        src = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+        out = tmp_path / f"{name}-out"
+        assert main(["data", "split", str(src), "--out", str(out)]) == 0
+        written = [json.loads(line) for part in ("train", "validation", "test")
+                   for line in (out / f"{part}.jsonl").read_text().splitlines()]
+        key = (lambda r: r["id"]) if name == "convs" else (lambda r: r["prompt"])
+        assert sorted(written, key=key) == sorted(rows, key=key)

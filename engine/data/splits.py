@@ -69,14 +69,30 @@ def leakage(splits: dict[str, Sequence[Example]]) -> list[Leak]:
     return leaks
 
 
+def example_row(ex: Example, fields: Sequence[str]) -> dict:
+    """An example as a row again: the non-empty `fields`, or the whole conversation when it came
+    as one, its label, and the columns tunedeck does not read (ids, metadata): a split keeps all
+    of every row."""
+    if ex.messages is not None and not (ex.chosen or ex.rejected):
+        row: dict = {"messages": list(ex.messages)}
+    else:
+        row = {f: getattr(ex, f) for f in fields if getattr(ex, f) not in ("", None)}
+        if ex.messages is not None:  # a preference row whose prompt is a conversation
+            row["prompt"] = list(ex.messages)
+    if ex.label is not None:
+        row["label"] = ex.label
+    for key, value in ex.extra.items():
+        row.setdefault(key, value)
+    return row
+
+
 def write_jsonl(examples: Sequence[Example], path: Path,
                 fields: Sequence[str] = ("instruction", "prompt", "completion")) -> Path:
-    """Write examples in the seed format (only the non-empty `fields`), atomically: the caller
-    checks the target first (`engine.safe_write.check_target`)."""
+    """Write examples as JSONL rows (`example_row`), atomically: the caller checks the target
+    first (`engine.safe_write.check_target`)."""
     from engine.safe_write import output_file
 
     with output_file(path) as fh:
         for ex in examples:
-            row = {f: getattr(ex, f) for f in fields if getattr(ex, f) not in ("", None)}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(example_row(ex, fields), ensure_ascii=False) + "\n")
     return path
