@@ -14,7 +14,6 @@ Every file a command writes for the user (a split, an export) goes through `outp
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -105,15 +104,12 @@ def check_target(target: Path, *, force: bool = False, inputs: Iterable[Path] = 
 
 
 def describe_os_error(err: OSError, path: Path | str | None = None) -> str:
-    """A one-line reason for a failed write that says what to do."""
-    where = path or err.filename or "the output"
-    if err.errno in (errno.EROFS,):
-        return f"{where}: the file system is read-only; write somewhere else"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"{where}: not allowed to write here (read-only folder?); write somewhere else"
-    if err.errno == errno.ENOSPC:
-        return f"{where}: the disk is full; free some space and try again"
-    return f"{where}: cannot write: {err.strerror or err}"
+    """A one-line reason for a failed write that says what to do (read-only, disk full, …)."""
+    from engine.errors import describe_failure
+
+    if path is not None and not err.filename:
+        err.filename = str(path)
+    return describe_failure(err)
 
 
 @contextlib.contextmanager

@@ -345,12 +345,14 @@ class _Watchdog:
 
     def arm(self, seconds: float) -> int:
         ident = threading.get_ident()
-        clock = time.pthread_getcpuclockid(ident)
+        # Where a thread's CPU clock cannot be read (not Linux), the limit is wall time.
+        getcpuclockid = getattr(time, "pthread_getcpuclockid", None)
+        clock = getcpuclockid(ident) if getcpuclockid is not None else None
         now = time.monotonic()
         with self._wake:
             token = next(self._tokens)
-            self._armed[token] = [now + seconds, ident, clock, time.clock_gettime(clock),
-                                  seconds, now + seconds * self.WALL_FACTOR]
+            self._armed[token] = [now + seconds, ident, clock, _cpu(clock, now), seconds,
+                                  now + seconds * self.WALL_FACTOR]
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="template-watchdog",
                                                 daemon=True)
@@ -377,7 +379,11 @@ class _Watchdog:
                     look, ident, clock, start, limit, backstop = entry
                     if look > now:
                         continue
-                    used = time.clock_gettime(clock) - start
+                    try:
+                        used = _cpu(clock, now) - start
+                    except OSError:  # the thread is gone: nothing left to stop
+                        del self._armed[token]
+                        continue
                     if used >= limit or now >= backstop:
                         del self._armed[token]
                         self._fired.add(token)
@@ -386,6 +392,10 @@ class _Watchdog:
                         entry[0] = now + max(0.01, limit - used)
                 nearest = min((e[0] for e in self._armed.values()), default=None)
                 self._wake.wait(None if nearest is None else max(0.0, nearest - now))
+
+
+def _cpu(clock: int | None, now: float) -> float:
+    return time.clock_gettime(clock) if clock is not None else now
 
 
 _WATCHDOG = _Watchdog()
