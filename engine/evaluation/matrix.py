@@ -360,7 +360,8 @@ def recommend(result: MatrixResult, tolerance: float | None = None) -> str:
                            f"{_pct(-diff)} ({_pct(bt.metrics.accuracy)} vs "
                            f"{_pct(bp.metrics.accuracy)}), using {tokens} prompt tokens")
             parts.append(verdict + ".")
-            parts.append(_verdict(bt, bp, diff, tol, n))
+            # The verdict first: a short screen shows the first lines of this text.
+            parts.insert(0, _verdict(bt, bp, diff, tol, n))
         else:
             parts.append(f"The {bt.column.name} column scores {_pct(bt.metrics.accuracy)} "
                          f"{metric}.")
