@@ -44,7 +44,7 @@ COLUMN_CHOICES = (("zero-shot", "zero-shot", True), ("k1", "few-shot k=1", True)
 STATUS_MARK = {"correct": "✓", "wrong": "✗", "syntax_error": "S", "exec_error": "E",
                "no_answer": "–", "reference_error": "?"}
 NO_ADAPTER = "(none)"
-LEGEND = "✓ correct  ✗ wrong  S syntax error  E query failed  – no answer  ? no reference"
+LEGEND = "✓ right  ✗ wrong  S syntax error  E query failed  – no answer  ? no reference"
 # Matrix headers short enough that every column, ppl included, fits 80 columns.
 SHORT_METRIC = {"execution accuracy": "exec acc", "answer accuracy": "answer acc",
                 "normalized match": "norm match"}
@@ -144,8 +144,9 @@ class EvaluateScreen(WorkbenchScreen):
                                   color: $text-muted; }
     EvaluateScreen #eval-examples { height: 1fr; min-height: 4; }
     /* 24 rows: the matrix shares the height, so the examples table stays on screen. */
-    EvaluateScreen.short #eval-matrix { max-height: 6; }
-    EvaluateScreen.short #eval-recommendation { max-height: 2; }
+    EvaluateScreen.short #eval-matrix { max-height: 5; }
+    EvaluateScreen.short #eval-recommendation { max-height: 3; }
+    EvaluateScreen.short #eval-legend { max-height: 1; }
     """
 
     def __init__(self) -> None:
