@@ -13,6 +13,7 @@ PEFT injects its layers into the base model in place: a `engine.generation.Gener
 ``loaded.model`` generates with whatever adapter is active, and must drop its prefix KV cache
 after a switch (`AdapterSet.revision` changes; `compare` does it).
 
+Which base model an adapter belongs on (and loading it) is `engine.adapter_base`.
 Heavy libraries are imported inside functions: importing this module costs nothing.
 """
 
@@ -206,33 +207,6 @@ def _pick(run: RunDir, which: str | None, text: str) -> AdapterInfo:
         if step.isdigit() and adapter.step == int(step):
             return adapter
     raise TunedeckError(f"{text}: no such checkpoint. Checkpoints of {run.id}: {names}.")
-
-
-def base_mismatch(adapter: AdapterInfo, loaded: Any) -> str | None:
-    """A warning when the adapter was trained on another model than the loaded one, else None.
-
-    Only a warning: the same weights can be reached by different references (the default model's
-    name, its cache folder), and PEFT itself refuses adapters whose shapes do not fit."""
-    if not adapter.base_model:
-        return None
-    wanted = _model_location(adapter.base_model)
-    have = {str(getattr(loaded.info, "location", "")), str(getattr(loaded.info, "ref", ""))}
-    if wanted in have or adapter.base_model in have:
-        return None
-    return (f"{adapter.label} was trained on {adapter.base_model}; the active model is "
-            f"{loaded.info.name}. Its output may be meaningless.")
-
-
-def _model_location(ref: str) -> str:
-    from engine import models
-
-    try:
-        source = models.resolve(ref)
-    except TunedeckError:
-        return ref
-    if source.needs_conversion:
-        return str(models.cache_dir_for(source))
-    return str(source.path) if source.path else source.ref
 
 
 # --------------------------------------------------------------------------- switching
@@ -430,24 +404,6 @@ def active_ref(loaded: Any) -> str | None:
     found = loaded.extras.get(EXTRAS_KEY) if loaded is not None else None
     info = found.active_info if found is not None else None
     return info.ref if info else None
-
-
-def load_with_adapter(model: str | None, adapter: str | Path | None,
-                      progress: Callable[[str], None] | None = None,
-                      warn: Callable[[str], None] | None = None) -> Any:
-    """`engine.models.load` plus an active adapter. Without a model reference, the adapter's own
-    base model is loaded (what it was trained on); with one, a mismatch is reported to `warn`."""
-    from engine import models
-
-    if not adapter:
-        return models.load(model, progress=progress)
-    info = resolve(adapter)
-    loaded = models.load(model or info.base_model or None, progress=progress)
-    note = base_mismatch(info, loaded)
-    if note and warn is not None:
-        warn(note)
-    AdapterSet.of(loaded).attach(info)
-    return loaded
 
 
 # --------------------------------------------------------------------------- generating

@@ -1,7 +1,7 @@
 """Export what a run trained: the adapter merged into its base model, or the adapter alone.
 
-- `export_merged`: the base model in full precision (also for a QLoRA run, whose adapter was
-  trained against 4-bit weights) + the adapter, merged by PEFT's ``merge_and_unload``, saved as a
+- `export_merged`: the base the adapter was trained against (for a QLoRA run its 4-bit weights,
+  de-quantized) + the adapter, merged by PEFT's ``merge_and_unload``, saved as a
   standard Hugging Face folder with tokenizer, chat template and a generation config that stops
   on every end-of-turn token. Plain ``AutoModelForCausalLM.from_pretrained(folder)`` loads it.
 - `export_adapter`: the adapter in PEFT's own layout (no trainer state) with a model card that
@@ -135,24 +135,41 @@ def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
 def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *,
                   checkpoint: str | None = None, base: str | None = None,
                   device: str | None = None, force: bool = False,
-                  progress: Progress | None = None) -> ExportResult:
-    """Merge a run's adapter into its base model and save a standard Hugging Face folder.
+                  progress: Progress | None = None, quantize: str | None = None,
+                  force_base: bool = False, warn: Progress | None = None) -> ExportResult:
+    """Merge a run's adapter into the base it was trained against and save a standard Hugging
+    Face folder that reproduces base + adapter.
 
-    The base is always loaded in full precision (the device's dtype: fp32 on CPU), never in
-    4-bit, so a QLoRA adapter merges into real weights instead of being rounded into nf4.
+    The base is loaded as the adapter's record says (`engine.adapter_base`). A QLoRA adapter
+    learned against nf4-rounded weights, so its base is loaded in 4-bit with the recorded quant
+    settings and de-quantized to the compute dtype (transformers' ``dequantize``, bitsandbytes'
+    ``dequantize_4bit`` per layer) before PEFT merges: the merged weights are the ones the
+    adapter saw, not the original ones. `base` / `quantize` ("none" | "4bit" | "8bit") override
+    the record (with a warning); `force_base` accepts a base whose weights differ from it.
     """
-    from engine import models
+    from engine.adapter_base import load_base, plan_base
 
     adapter = _adapter_of(run, checkpoint)
-    base_ref = base or adapter.base_model
+    plan = plan_base(adapter, model=base, quantize=quantize, force=force_base, device=device)
+    base_ref = base or plan.record.model
     if not base_ref:
         raise TunedeckError(f"{adapter.label}: the base model is unknown (no config.yaml, no "
                             "base_model_name_or_path). Name it with --base MODEL.")
     out = exports_target(out_dir)
     _check_target(out, force)
     say = progress or (lambda _text: None)
-    say(f"Loading the base model {base_ref} in full precision…")
-    loaded = models.load(base_ref, device=device)
+    warn = warn or (lambda text: say(f"warning: {text}"))
+    say(plan.line)
+    for text in plan.warnings:
+        warn(text)
+    loaded = load_base(plan, device=device)
+    for text in getattr(loaded, "extras", {}).get("base_warnings", []):
+        warn(text)
+    model = _dequantized(loaded, say)
+    merged_into = (f"the de-quantized weights of the {plan.describe()} base"
+                   if plan.quantization else f"the {plan.describe()} base")
+    from engine import models
+
     models._quiet_transformers()
     from peft import PeftModel
 
@@ -161,7 +178,7 @@ def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *
     say(f"Merging {adapter.label}…")
     try:
         with peft_wrapping():  # PEFT's read of a deprecated transformers alias (engine.notices)
-            peft = PeftModel.from_pretrained(loaded.model, str(adapter.path), is_trainable=False)
+            peft = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, OSError) as err:
         raise TunedeckError(f"{adapter.label} does not fit {base_ref}: {type(err).__name__}: "
                             f"{first_line(err, 300)}. Name the model it was trained on with --base.") from None
@@ -188,13 +205,29 @@ def export_merged(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, *
         config = read_run_config(run_dir) if run_dir else {}
         metrics = final_metrics(adapter)
         (tmp / "README.md").write_text(
-            model_card(adapter, config, metrics, kind="merged", base=base_ref, name=out.name),
-            encoding="utf-8")
-        _write_marker(tmp, "merged", adapter, base_ref, stops)
+            model_card(adapter, config, metrics, kind="merged", base=base_ref, name=out.name,
+                       merged_into=merged_into), encoding="utf-8")
+        _write_marker(tmp, "merged", adapter, base_ref, stops, merged_into=merged_into)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _result("merged", out, adapter, base_ref)
+
+
+def _dequantized(loaded: Any, say: Progress) -> Any:
+    """The loaded model with its quantized layers replaced by plain Linear layers holding the
+    de-quantized weights, in the device's dtype: what a quantized base computes with."""
+    model = loaded.model
+    quantization = getattr(getattr(loaded, "info", None), "quantization", None)
+    if not quantization:
+        return model
+    say(f"De-quantizing the {quantization} weights to {loaded.info.dtype}, the weights the "
+        "adapter was trained against…")
+    import torch
+
+    model = model.dequantize(dtype=getattr(torch, str(loaded.info.dtype)))
+    model.hf_quantizer = None
+    return model
 
 
 def _tokenizer_for(adapter: AdapterInfo, base_tokenizer: Any) -> Any:
@@ -235,6 +268,7 @@ def export_adapter(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, 
                 shutil.copy2(item, tmp / item.name)
         base_ref = adapter.base_model or str(config.get("model") or "")
         _point_at_local_base(tmp / ADAPTER_CONFIG, base_ref)
+        _carry_base_record(adapter, tmp)
         (tmp / "README.md").write_text(
             model_card(adapter, config, final_metrics(adapter), kind="adapter", base=base_ref,
                        name=out.name), encoding="utf-8")
@@ -243,6 +277,18 @@ def export_adapter(run: RunDir | AdapterInfo | str | Path, out_dir: str | Path, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _result("adapter", out, adapter, base_ref)
+
+
+def _carry_base_record(adapter: AdapterInfo, folder: Path) -> None:
+    """An exported adapter leaves its run behind: give it the record of the base it was trained
+    against (a checkpoint's lives in the run directory), so it is loaded on that base."""
+    from engine.adapter_base import RECORD_FILE, read_record, write_record
+
+    if (folder / RECORD_FILE).is_file():
+        return
+    record = read_record(adapter)
+    if record.known:
+        write_record(folder, record)
 
 
 def _point_at_local_base(config_path: Path, base_ref: str) -> None:
@@ -309,7 +355,7 @@ def _value(v: Any) -> str:
 
 
 def model_card(adapter: AdapterInfo, config: dict[str, Any], metrics: dict[str, Any], *,
-               kind: str, base: str, name: str) -> str:
+               kind: str, base: str, name: str, merged_into: str | None = None) -> str:
     """A Hugging Face model card (README.md with YAML front matter)."""
     import yaml
 
@@ -325,10 +371,12 @@ def model_card(adapter: AdapterInfo, config: dict[str, Any], metrics: dict[str, 
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {name}", "",
              f"{intro}, trained with tunedeck ({source}).", "", "## Base model", "",
              f"- model: `{base}`"]
+    if merged_into:
+        lines.append(f"- merged into {merged_into}")
     if method == "qlora":
-        lines.append(f"- trained against 4-bit ({config.get('quant_type', 'nf4')}) base weights; "
-                     + ("merged into the full-precision base" if kind == "merged"
-                        else "load the base in 4-bit to reproduce training exactly"))
+        lines.append(f"- trained against 4-bit ({config.get('quant_type', 'nf4')}) base weights"
+                     + ("" if kind == "merged"
+                        else "; load the base in 4-bit to reproduce training exactly"))
     lines += ["", "## Data", "", f"- training data: `{config.get('dataset', '—')}`",
               "- evaluation data: " + (f"`{config['eval_dataset']}`" if config.get("eval_dataset")
                                        else "the validation split of the training folder")]
@@ -365,10 +413,12 @@ def model_card(adapter: AdapterInfo, config: dict[str, Any], metrics: dict[str, 
 
 
 def _write_marker(folder: Path, kind: str, adapter: AdapterInfo, base: str,
-                  stops: list[int] | None) -> None:
+                  stops: list[int] | None, merged_into: str | None = None) -> None:
     marker = {"kind": kind, "run_id": adapter.run_id, "adapter": adapter.ref,
               "adapter_path": str(adapter.path), "step": adapter.step, "base_model": base,
               "exported": time.time()}
+    if merged_into:
+        marker["merged_into"] = merged_into
     if stops is not None:
         marker["stop_token_ids"] = stops
     (folder / EXPORT_MARKER).write_text(json.dumps(marker, indent=1) + "\n")

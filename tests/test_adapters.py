@@ -6,7 +6,7 @@ import pytest
 import torch
 from adapter_runs import make_run, save_random_lora
 
-from engine import adapters, models
+from engine import adapter_base, adapters, models
 from engine.adapters import AdapterSet
 from engine.errors import TunedeckError
 from engine.generation import GenerationParams, Generator
@@ -181,8 +181,9 @@ def test_adapter_for_another_model_is_a_clear_error(tiny_model_dir, tmp_path):
     run = make_run(other, name="other")
     loaded = models.load(str(tiny_model_dir))
     info = adapters.resolve(run.id)
-    assert "trained on" in adapters.base_mismatch(info, loaded)
-    assert adapters.base_mismatch(adapters.resolve(make_run(tiny_model_dir).id), loaded) is None
+    assert "trained on" in adapter_base.base_mismatch(info, loaded)
+    assert adapter_base.base_mismatch(adapters.resolve(make_run(tiny_model_dir).id),
+                                      loaded) is None
     ids = _ids(loaded.tokenizer, "hello")
     before = _logits(loaded.model, ids)
     with pytest.raises(TunedeckError, match=r"does not fit .* has \d+ features, the adapter "
@@ -232,11 +233,11 @@ def test_real_default_model_with_an_adapter_and_back(default_model_dir, tmp_path
 def test_load_with_adapter_loads_the_adapters_own_base(tiny_model_dir):
     run = make_run(tiny_model_dir, name="own-base")
     notes: list[str] = []
-    loaded = adapters.load_with_adapter(None, run.id, warn=notes.append)
+    loaded = adapter_base.load_with_adapter(None, run.id, warn=notes.append)
     assert loaded.info.location == str(tiny_model_dir)
     assert adapters.active_ref(loaded) == run.id and notes == []
     assert adapters.active_ref(models.load(str(tiny_model_dir))) is None
-    plain = adapters.load_with_adapter(str(tiny_model_dir), None)
+    plain = adapter_base.load_with_adapter(str(tiny_model_dir), None)
     assert plain.extras == {}
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from adapter_runs import make_run
 
-from engine import adapters, export, models, paths
+from engine import export, models, paths
 from engine.adapters import AdapterSet
 from engine.errors import TunedeckError
 from engine.generation import GenerationParams, Generator
@@ -86,25 +86,7 @@ def test_merged_export_equals_base_plus_adapter(tiny_model_dir):
     assert models.load(entry.ref).info.name == "tiny-merged"
 
 
-def test_qlora_adapter_merges_into_a_full_precision_base(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    run = make_run(tiny_model_dir, name="qlora", quantized=True)
-    assert adapters.resolve(run.id).method == "qlora"
-    out = export.export_merged(run.id, "tiny-qlora-merged").path
-    config = json.loads((out / "config.json").read_text())
-    assert "quantization_config" not in config
-    merged = AutoModelForCausalLM.from_pretrained(str(out))
-    assert all(p.dtype == torch.float32 for p in merged.parameters())
-    assert not any("4bit" in type(m).__name__ for m in merged.modules())
-    # The adapter trained against 4-bit weights, applied to the full-precision base, is what
-    # the merge reproduces.
-    reference = _with_adapter(tiny_model_dir, run.id)
-    assert _greedy(merged, reference.tokenizer) == _greedy(reference.model, reference.tokenizer)
-    torch.testing.assert_close(_last_logits(merged, reference.tokenizer),
-                               _last_logits(reference.model, reference.tokenizer),
-                               rtol=1e-4, atol=1e-4)
-    assert "merged into the full-precision base" in (out / "README.md").read_text()
+# A QLoRA adapter merges into its de-quantized 4-bit base: tests/test_adapter_base.py.
 
 
 def test_adapter_export_loads_with_plain_peft_and_has_a_model_card(tiny_model_dir):

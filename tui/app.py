@@ -65,6 +65,16 @@ class TunedeckApp(App):
         self._post_model_state("loading", self.model_detail)
         self._load_model_worker(ref)
 
+    def adopt_model(self, loaded: Any, ref: str) -> None:
+        """Make a model a screen has loaded the active one: an adapter's own base (its 4-bit
+        base for QLoRA), loaded where the adapter was chosen (engine.adapter_base)."""
+        self.model_ref = ref
+        self.loaded = loaded
+        self.model_info = loaded.info
+        self.model_detail = ""
+        self.model_state = "ready"
+        self._post_model_state("ready", "", loaded.info)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="model",
           description="Loading the model")
     def _load_model_worker(self, ref: str) -> Any:

@@ -47,8 +47,11 @@ class EvalSpec:
     shots_split: str = "train"
     limit: int | None = None
     model: str | None = None  # default model when None
-    quantize: str | None = None  # None | "4bit" | "8bit": e.g. the 4-bit base a QLoRA adapter saw
+    # None: the base the adapter was trained on (engine.adapter_base), else full precision;
+    # "none" | "4bit" | "8bit": an override (warns when it differs from the adapter's base)
+    quantize: str | None = None
     adapter: str | None = None  # a run id / run folder / adapter folder
+    force_base: bool = False  # use a base whose weights differ from the adapter's record
     template: str | None = None  # prompting columns (default: by dataset name)
     adapter_template: str | None = None  # None: the template the adapter trained with
     task: str = "auto"  # auto | sql | classification | answer | text
@@ -223,27 +226,20 @@ class ModelSession:
     attached is detached again by `close`, so a model handed in (the TUI's) comes back as it was.
     """
 
-    def __init__(self, loaded: Any, adapter: str | None = None) -> None:
-        from engine.adapters import EXTRAS_KEY, AdapterSet, base_mismatch
+    def __init__(self, loaded: Any, adapter: str | None = None,
+                 warnings: list[str] | None = None) -> None:
+        """`warnings`: what choosing the base for the adapter found (`load_session`)."""
+        from engine.adapters import EXTRAS_KEY, AdapterSet
 
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.adapter_info: Any = None
         self.adapter_name: str | None = None
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(warnings or [])
         self._attached_here = False
         self.adapters: Any = loaded.extras.get(EXTRAS_KEY)
         if adapter:
             self.adapter_info = resolve_adapter(adapter)
-            note = base_mismatch(self.adapter_info, loaded)
-            if note:
-                self.warnings.append(note)
-            if (self.adapter_info.method == "qlora"
-                    and getattr(loaded.info, "quantization", None) != "4bit"):
-                self.warnings.append(
-                    f"{self.adapter_info.label} is a QLoRA adapter, trained on the 4-bit base; "
-                    "on this unquantized base its outputs differ from training. Evaluate it with "
-                    "--quantize 4bit (Evaluate screen: 4-bit base).")
             self.adapters = AdapterSet.of(loaded)
             self._attached_here = self.adapter_info.name not in self.adapters.attached
             self.adapter_name = self.adapters.attach(self.adapter_info, activate=False)
@@ -276,19 +272,26 @@ class ModelSession:
 
 def load_session(spec: EvalSpec, loaded: Any = None, progress: Callable[[str], None] | None = None,
                  with_adapter: bool = True) -> ModelSession:
-    """The model (loaded unless given) and, for adapter columns, the spec's adapter on it."""
+    """The model and, for adapter columns, the spec's adapter on it. With an adapter the model
+    is the base it was trained against (a QLoRA adapter's 4-bit base; `spec.model` and
+    `spec.quantize` override it): `loaded` is used when it is that base, else it is loaded.
+    Without one, `loaded` or the spec's model (`spec.quantize` applies)."""
     from engine import models
 
     adapter = spec.adapter if with_adapter else None
-    if loaded is None:
-        model = spec.model
-        if model is None and adapter:
-            # Like `tunedeck prompt --adapter`: the adapter's own base model by default.
-            model = resolve_adapter(adapter).base_model or None
-        loaded = models.load(model, quantize=spec.quantize, progress=progress)
-    if adapter and progress:
+    if not adapter:
+        if loaded is None:
+            quantize = None if spec.quantize in (None, "none") else spec.quantize
+            loaded = models.load(spec.model, quantize=quantize, progress=progress)
+        return ModelSession(loaded)
+    from engine.adapter_base import ensure_base
+
+    loaded, _plan, warnings = ensure_base(adapter, loaded, model=spec.model,
+                                         quantize=spec.quantize, force=spec.force_base,
+                                         progress=progress)
+    if progress:
         progress(f"Loading the adapter {adapter}…")
-    return ModelSession(loaded, adapter)
+    return ModelSession(loaded, adapter, warnings)
 
 
 # --------------------------------------------------------------------------- generation

@@ -7,7 +7,8 @@ is then the same weights with the adapter disabled, so no second model is held i
 - from the base model: a fresh LoRA adapter (lora_r / lora_alpha / lora_dropout / target_modules);
 - from an SFT adapter (`adapter: <run id or folder>`): that adapter is loaded trainable and TRL
   keeps a frozen copy of it as the reference, so the policy starts at, and is measured against,
-  the SFT model — and the saved adapter applies directly to the base model.
+  the SFT model — and the saved adapter applies directly to the base model. That base is the
+  one the SFT adapter was trained against (its 4-bit base for QLoRA, `engine.adapter_base`).
 
 The dataset is a JSONL file in TRL's fields, e.g. from ``tunedeck ratings export``:
 DPO ``prompt``/``chosen``/``rejected``, KTO ``prompt``/``completion``/``label``.
@@ -128,14 +129,13 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
     `rows`: the already loaded preference rows (read from the config's dataset otherwise)."""
     from datasets import Dataset
 
-    from engine import models
-    from engine.training.trainers import cast_trainable_to_fp32
+    from engine.training.trainers import cast_trainable_to_fp32, keep_4bit_layout_trainable
 
     if config.method not in FIELDS:
         raise ConfigError(f"method: {config.method!r} is not a preference method (dpo, kto).")
     if rows is None:
         rows = load_rows(config.dataset_path(), config.method, config.limit)
-    loaded = loaded or models.load(config.model)
+    loaded = loaded or load_base(config)
     model, tokenizer = loaded.model, loaded.tokenizer
     peft_config = None
     if config.adapter:
@@ -159,7 +159,28 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
                       processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     if loaded.info.device == "cpu":
         cast_trainable_to_fp32(trainer.model)
+        keep_4bit_layout_trainable(trainer.model)
     return trainer
+
+
+def load_base(config: Any, progress: Any = None) -> Any:
+    """The model preference training starts from: for an SFT adapter the base it was trained
+    against (a QLoRA adapter's 4-bit base, `engine.adapter_base`), else the config's model."""
+    from engine import adapter_base, models
+
+    if not config.adapter:
+        return models.load(config.model, progress=progress)
+    say = progress or (lambda _text: None)
+    try:
+        plan = adapter_base.plan_base(config.adapter, model=config.model)
+        plan.force_hint = ": set `model:` in the config to it"
+        say(plan.line)
+        loaded = adapter_base.load_base(plan, progress=progress)
+    except TunedeckError as err:
+        raise ConfigError(f"adapter: {err}") from None
+    for warning in [*plan.warnings, *loaded.extras.get("base_warnings", [])]:
+        say(f"warning: {warning}")
+    return loaded
 
 
 # --------------------------------------------------------------------------- the run
@@ -206,12 +227,12 @@ def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> lis
 
 def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     """The runner's dpo/kto path: train to the end, a stop request or a failure; final state."""
-    from engine import models
-    from engine.training.runner import log, run_trainer
+    from engine.training.runner import log, record_base, run_trainer
 
     log(f"loading {config.model} ({config.method}"
         + (f" from adapter {config.adapter})" if config.adapter else ")"))
-    loaded = models.load(config.model, progress=log)
+    loaded = load_base(config, progress=log)
+    base = record_base(run, config, loaded)
     rows = load_rows(config.dataset_path(), config.method, config.limit)
     samples = sample_conversations(rows, config.method, config.sample_k) \
         if config.sample_every else []
@@ -222,6 +243,9 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     # Only the trained adapter: TRL's frozen "ref" copy (when starting from an adapter) stays out.
     trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
     loaded.tokenizer.save_pretrained(str(run.adapter_dir))
+    from engine.adapter_base import write_record
+
+    write_record(run.adapter_dir, base)
     return "done"
 
 

@@ -35,8 +35,11 @@ def _common(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--limit", type=int, default=d(None), help="only the first N examples")
     p.add_argument("--model", "-m", default=argparse.SUPPRESS,
                    help="model reference (default: smollm2-135m-instruct, or the adapter's base)")
-    p.add_argument("--quantize", choices=("4bit", "8bit"), default=d(None),
-                   help="load the model quantized (4bit: the base a QLoRA adapter trained on)")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=d(None),
+                   help="how to load the base (default: as the adapter was trained, e.g. 4-bit "
+                   "for QLoRA, else full precision; with an adapter, an override warns)")
+    p.add_argument("--force-base", action="store_true", default=d(False),
+                   help="use --model even if its weights differ from the adapter's base")
     p.add_argument("--adapter", "-a", default=d(None),
                    help="a trained adapter: RUN_ID, RUN_ID:checkpoint-N or a folder")
     p.add_argument("--template", "-t", default=d(None),
@@ -100,6 +103,7 @@ def _spec(args: argparse.Namespace) -> Any:
     return EvalSpec(
         data=args.data, split=args.split, shots=args.shots, limit=args.limit,
         model=getattr(args, "model", None), quantize=args.quantize, adapter=args.adapter,
+        force_base=args.force_base,
         template=args.template,
         adapter_template=args.adapter_template, task=args.task, dialect=args.dialect,
         max_new_tokens=args.max_new_tokens, cot_max_new_tokens=args.cot_max_new_tokens,

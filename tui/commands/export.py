@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="merge a run's adapter into its base model, or export the adapter alone",
         description="Export what a run trained. --merge writes a standard Hugging Face model "
-        "folder (base + adapter merged, full precision, tokenizer, chat template, generation "
+        "folder (the adapter merged into the base it was trained on, de-quantized for QLoRA; "
+        "tokenizer, chat template, generation "
         "config); --adapter writes the adapter in PEFT's layout with a model card. A bare name "
         "as OUT_DIR is saved under the data home's exports folder, where `tunedeck models` and "
         "the Models screen list merged models.")
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="MODEL",
                    help="--merge: the base model, when the run's model has moved")
     p.add_argument("--device", default=None, help="--merge: device for merging (default: auto)")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
+                   help="--merge: load the base this way instead of as the adapter was trained "
+                   "(a QLoRA adapter merges into its de-quantized 4-bit base; an override warns)")
+    p.add_argument("--force-base", action="store_true",
+                   help="--merge: use --base even if its weights differ from the adapter's base")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.set_defaults(func=run)
 
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.merge is not None:
         result = export.export_merged(
             args.run, args.merge, checkpoint=args.checkpoint, base=args.base, device=args.device,
-            force=args.force, progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+            force=args.force, quantize=args.quantize, force_base=args.force_base,
+            progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+            warn=lambda text: err.print(f"[yellow]warning:[/] {text}"))
         how = f'AutoModelForCausalLM.from_pretrained("{result.path}")'
         also = f"Use it here with: tunedeck prompt --model {result.path} …"
     else:

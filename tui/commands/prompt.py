@@ -40,7 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=argparse.SUPPRESS,
                    help="model reference (default: smollm2-135m-instruct)")
     p.add_argument("--adapter", "-a", default=None,
-                   help="a trained adapter: a run id (RUN:checkpoint-N, RUN:latest) or a folder")
+                   help="a trained adapter: a run id (RUN:checkpoint-N, RUN:latest) or a folder; "
+                   "it is loaded on the base it was trained on (a QLoRA adapter's 4-bit base)")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
+                   help="load the base this way instead (default: as the adapter was trained; "
+                   "an override warns)")
+    p.add_argument("--force-base", action="store_true",
+                   help="use --model even if its weights differ from the adapter's base")
     p.add_argument("--mode", choices=("auto", "chat", "raw"), default="auto",
                    help="chat template or raw completion (auto: chat when the model has one)")
     p.add_argument("--max-new-tokens", type=int, default=256)
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.generation import GenerationParams, Generator
 
-    loaded = _load(getattr(args, "model", None), args.adapter)
+    loaded = _load(getattr(args, "model", None), args.adapter, args.quantize, args.force_base)
     built = build_prompt(template, values, loaded.tokenizer, strategy, examples,
                          max_new_tokens=args.max_new_tokens,
                          context_window=loaded.info.context_window)
@@ -179,14 +185,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(model: str | None, adapter: str | None) -> Any:
-    if not adapter:
-        from engine import models
+def _load(model: str | None, adapter: str | None, quantize: str | None = None,
+          force_base: bool = False) -> Any:
+    from engine.adapter_base import load_with_adapter
 
-        return models.load(model)
-    from engine.adapters import load_with_adapter
-
-    return load_with_adapter(model, adapter, warn=lambda text: _note(f"warning: {text}"))
+    return load_with_adapter(model, adapter, quantize=quantize, force=force_base, note=_note,
+                             warn=lambda text: _note(f"warning: {text}"))
 
 
 def _self_consistency(generator: Any, built: Any, params: Any,

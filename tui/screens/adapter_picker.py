@@ -54,11 +54,18 @@ class AdapterPicker(ReferencePicker):
     @work(thread=True, exclusive=True, exit_on_error=False, group="adapters",
           description="Listing adapters")
     def _list_adapters(self) -> None:
-        from engine.adapters import base_mismatch, list_available
+        from engine.adapter_base import read_record
+        from engine.adapters import list_available
+        from engine.errors import TunedeckError
 
         found = list_available()
-        notes = [base_mismatch(a, self._loaded) if self._loaded is not None else None
-                 for a in found]
+        notes: list[str | None] = []
+        for adapter in found:
+            try:  # each adapter brings its own base: show which
+                record = read_record(adapter)
+                notes.append(f"on {record.describe()}" if record.known else None)
+            except TunedeckError:
+                notes.append("base record unreadable")
         self.app.call_from_thread(self._show, found, notes)
 
     def _show(self, found: list[Any], notes: list[str | None]) -> None:
@@ -72,7 +79,7 @@ class AdapterPicker(ReferencePicker):
             detail = " · ".join(x for x in (info.method, info.state) if x)
             label = f"{mark}{info.label}  [dim]{detail}[/dim]"
             if note:
-                label += "  [dim]· trained on another model[/dim]"
+                label += f"  [dim]· {note.replace('[', chr(92) + '[')}[/dim]"
             options.add_option(Option(label, id=info.ref))
         if not found:
             options.add_option(Option("  No adapters yet: train one on the Train screen (F4)",
@@ -128,16 +135,22 @@ class AdapterControls(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="adapter",
           description="Loading the adapter")
-    def _switch_adapter(self, loaded: Any, ref: str) -> tuple[str, str | None]:
-        from engine.adapters import AdapterSet, base_mismatch, resolve
+    def _switch_adapter(self, loaded: Any, ref: str) -> tuple[str, str, list[str], Any, str]:
+        """(label, the line saying which base, warnings, a newly loaded base or None, its ref).
+        An adapter goes on the base it was trained against: the active model when it is that
+        base, else that base is loaded here (and becomes the active model)."""
+        from engine.adapter_base import ensure_base
+        from engine.adapters import AdapterSet, resolve
 
-        adapters = AdapterSet.of(loaded)
         if ref == BASE:
-            adapters.activate(None)
-            return "base model (no adapter)", None
+            AdapterSet.of(loaded).activate(None)
+            return "base model (no adapter)", "", [], None, ""
         info = resolve(ref)
-        adapters.attach(info)
-        return info.label, base_mismatch(info, loaded)
+        base, plan, warnings = ensure_base(
+            info, loaded, progress=lambda text: self.app.call_from_thread(self._set_status, text))
+        AdapterSet.of(base).attach(info)
+        return (info.label, plan.line, warnings, base if base is not loaded else None,
+                plan.model or "")
 
     @on(Worker.StateChanged)
     def _adapter_worker_changed(self, event: Worker.StateChanged) -> None:
@@ -146,11 +159,15 @@ class AdapterControls(Screen):
             return
         self._adapter_busy = False
         if event.state == WorkerState.SUCCESS:
-            label, warning = event.worker.result
+            label, line, warnings, new_base, base_ref = event.worker.result
+            if new_base is not None:
+                self.app.adopt_model(new_base, base_ref or new_base.info.ref)
             self.sub_title = "" if label.startswith("base model") else f"adapter: {label}"
             hint = "" if label.startswith("base model") else " Ctrl+B compares it with the base."
-            self._set_status(f"Using {label}.{hint}")
-            if warning:
+            # After the model-state message adopting a base posts (it resets the status).
+            self.call_later(self._set_status,
+                            f"{line}. Using it.{hint}" if line else f"Using {label}.{hint}")
+            for warning in warnings:
                 self.notify(warning, title="Adapter", severity="warning", timeout=8)
         elif event.state == WorkerState.ERROR:
             from tui.screens.base import describe_error

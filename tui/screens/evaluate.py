@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -111,8 +111,9 @@ class EvaluateScreen(WorkbenchScreen):
     HELP_TITLE = "Evaluate"
     HELP = ("Prompt it or fine-tune it? Runs zero-shot, few-shot, chain-of-thought, "
             "self-consistency and a trained adapter on the same held-out examples, with the "
-            "active model (F8 or Ctrl+P changes it; '4-bit base' loads it in 4-bit, as a QLoRA "
-            "adapter was trained). r runs (or "
+            "active model (F8 or Ctrl+P changes it); with an adapter, on the base it was "
+            "trained on ('4-bit base' follows it: ticked for QLoRA; changing it overrides, with "
+            "a warning). r runs (or "
             "resumes: finished examples come from the cache), x cancels, l loads the newest saved "
             "result, Enter on an example shows every column's output beside the reference, where "
             "1-5 / + / - rate it. Marks: ✓ correct, ✗ wrong, S syntax error, E query failed, "
@@ -211,13 +212,35 @@ class EvaluateScreen(WorkbenchScreen):
         select.set_options(options)
         refs = [ref for _, ref in options]
         select.value = current if current in refs else (refs[1] if len(refs) > 1 else NO_ADAPTER)
+        self._adapter_changed()
+
+    @on(Select.Changed, "#eval-adapter")
+    def _adapter_changed(self) -> None:
+        """The 4-bit box follows the chosen adapter's base (checked for QLoRA); ticking it
+        otherwise is an override that the run warns about."""
+        self.query_one("#eval-4bit", Checkbox).value = self._adapter_4bit(self._chosen_adapter())
+
+    def _chosen_adapter(self) -> str | None:
+        adapter = self.query_one("#eval-adapter", Select).value
+        return None if adapter in (NO_ADAPTER, Select.BLANK) else str(adapter)
+
+    @staticmethod
+    def _adapter_4bit(adapter: str | None) -> bool:
+        from engine.adapter_base import read_record
+        from engine.errors import TunedeckError
+
+        if not adapter:
+            return False
+        try:
+            return read_record(adapter).quantization == "4bit"
+        except TunedeckError:  # unreadable record: the run says why
+            return False
 
     def spec_and_columns(self) -> tuple[Any, list[Any]]:
         from engine.errors import TunedeckError
         from engine.evaluation import EvalSpec, columns_from_names
 
-        adapter = self.query_one("#eval-adapter", Select).value
-        adapter = None if adapter in (NO_ADAPTER, Select.BLANK) else str(adapter)
+        adapter = self._chosen_adapter()
         limit_text = self.query_one("#eval-limit", Input).value.strip()
         limit = int(limit_text) if limit_text else None
         if limit is not None and limit < 1:
@@ -230,7 +253,14 @@ class EvaluateScreen(WorkbenchScreen):
         model_ref = getattr(self.app, "model_ref", None)
         path = self.query_one("#eval-path", Input).value.strip()
         data = path or str(self.query_one("#eval-data", Select).value)
-        quantize = "4bit" if self.query_one("#eval-4bit", Checkbox).value else None
+        four = self.query_one("#eval-4bit", Checkbox).value
+        if adapter:
+            # The adapter's own base unless the box was changed from what it trained on.
+            quantize = None if four == self._adapter_4bit(adapter) else ("4bit" if four
+                                                                         else "none")
+            model_ref = None
+        else:
+            quantize = "4bit" if four else None
         spec = EvalSpec(data=data, limit=limit, adapter=adapter, model=model_ref,
                         quantize=quantize)
         return spec, columns_from_names(chosen, adapter=bool(adapter))
@@ -248,7 +278,7 @@ class EvaluateScreen(WorkbenchScreen):
             self.set_status(str(err), error=True)
             return
         loaded = getattr(self.app, "loaded", None)
-        if loaded is None and not spec.quantize:
+        if loaded is None and not spec.quantize and not spec.adapter:
             self.notify("The model is not loaded yet.", severity="warning")
             return
         self._eval_cancel = threading.Event()
@@ -257,8 +287,10 @@ class EvaluateScreen(WorkbenchScreen):
         bar.update(total=1, progress=0)
         bar.display = True
         self.set_status(f"Starting: {len(columns)} columns…")
-        # A 4-bit base is a model of its own (loaded in the worker); the app's stays as it is.
-        self.run_matrix(spec, columns, None if spec.quantize else loaded, self._eval_cancel)
+        # A base other than the app's model is loaded in the worker (with an adapter: unless
+        # the app's model is the one it was trained on); the app's stays as it is.
+        self.run_matrix(spec, columns, None if spec.quantize and not spec.adapter else loaded,
+                        self._eval_cancel)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate",
           description="Evaluation")

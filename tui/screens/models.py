@@ -99,7 +99,11 @@ class ModelsScreen(WorkbenchScreen):
     def _show_active(self) -> None:
         state = getattr(self.app, "model_state", "idle")
         ref = getattr(self.app, "model_ref", "")
-        text = {"ready": f"Active model: {ref}", "loading": f"Loading {ref}…",
+        quantization = getattr(getattr(self.app, "model_info", None), "quantization", None)
+        # A 4-bit active model is an adapter's own base (QLoRA): say so, and how to leave it.
+        how = (f" · loaded {quantization}, the base the active adapter was trained on; u on it "
+               "reloads it in full precision") if quantization and state == "ready" else ""
+        text = {"ready": f"Active model: {ref}{how}", "loading": f"Loading {ref}…",
                 "error": f"Could not load {ref}: {getattr(self.app, 'model_detail', '')}"}
         self.query_one("#models-active", Static).update(text.get(state, "No model loaded"))
         table = self.query_one("#models-table", DataTable)
@@ -123,8 +127,9 @@ class ModelsScreen(WorkbenchScreen):
         self._use(str(event.row_key.value))
 
     def _use(self, ref: str) -> None:
-        if getattr(self.app, "model_ref", None) == ref and self.app.model_state in ("ready",
-                                                                                     "loading"):
+        quantized = getattr(getattr(self.app, "model_info", None), "quantization", None)
+        if getattr(self.app, "model_ref", None) == ref and self.app.model_state in (
+                "ready", "loading") and not quantized:
             self.notify(f"{ref} is already the active model.")
             return
         self.app.load_model(ref)

@@ -273,9 +273,13 @@ class RateScreen(RatingKeys, WorkbenchScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="rate-generate",
           description="Generating an A/B pair")
     def _generate_worker(self, loaded: Any, source: Any) -> None:
+        from engine.adapter_base import describe_active
         from engine.ratings import generate_ab
 
         pair = None
+        line = describe_active(loaded)  # which base the adapter side runs on, in one line
+        if line:
+            self.app.call_from_thread(self._set_busy, f"generating an A/B pair: {line}…")
         try:
             pair = generate_ab(self.store, loaded, source, max_new_tokens=self.ab_max_new_tokens)
         finally:
