@@ -237,7 +237,11 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     samples = sample_conversations(rows, config.method, config.sample_k) \
         if config.sample_every else []
     callback = events_callback(run, stop_flag, loaded.tokenizer, samples, config.sample_every)
-    trainer = build_preference_trainer(config, run.path, [callback], loaded=loaded, rows=rows)
+    from engine.training import tensorboard
+
+    trainer = build_preference_trainer(config, run.path,
+                                       [callback, *tensorboard.callbacks(run, config, log)],
+                                       loaded=loaded, rows=rows)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(rows)):
         return "stopped"
     # Only the trained adapter: TRL's frozen "ref" copy (when starting from an adapter) stays out.
