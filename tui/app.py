@@ -139,6 +139,13 @@ class TunedeckApp(App):
                                 partial(self.switch_mode, entry.name))
         yield SystemCommand("Choose model", "switch the active model", self.action_choose_model)
         yield SystemCommand("Help", "every key binding", self.action_help)
+        yield SystemCommand("Export a run", "GGUF + Ollama Modelfile, a merged Hugging Face folder, "
+                            "or the adapter alone", partial(self._export_run, screen))
+
+    def _export_run(self, screen: Screen) -> None:
+        from tui.screens.runs_export import open_export
+
+        open_export(screen)
 
     def action_choose_model(self) -> None:
         from tui.screens.model_picker import ModelPicker

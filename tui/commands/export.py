@@ -1,4 +1,5 @@
-"""`tunedeck export`: a run's adapter merged into its base model, or the adapter alone.
+"""`tunedeck export`: a run's adapter merged into its base model (a Hugging Face folder, or one
+GGUF file with an Ollama Modelfile), or the adapter alone.
 `tunedeck adapters`: every adapter the runs have produced, with the reference to use it by.
 """
 
@@ -17,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export what a run trained. --merge writes a standard Hugging Face model "
         "folder (the adapter merged into the base it was trained on, de-quantized for QLoRA; "
         "tokenizer, chat template, generation "
-        "config); --adapter writes the adapter in PEFT's layout with a model card. A bare name "
-        "as OUT_DIR is saved under the data home's exports folder, where `tunedeck models` and "
+        "config); --gguf writes the merged model as one GGUF file for llama.cpp / Ollama "
+        "(tokenizer, chat template, stop tokens) with an Ollama Modelfile beside it; --adapter "
+        "writes the adapter in PEFT's layout with a model card. A bare name as OUT_DIR is saved under the data home's exports folder, where `tunedeck models` and "
         "the Models screen list merged models.")
     p.add_argument("run", metavar="RUN_ID",
                    help="run id (or a unique part), RUN_ID:checkpoint-N, RUN_ID:latest, or an "
@@ -26,13 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--merge", metavar="OUT_DIR", default=None,
                         help="write the merged model here")
+    target.add_argument("--gguf", metavar="OUT_DIR", default=None,
+                        help="write the merged model as GGUF + Modelfile here")
     target.add_argument("--adapter", metavar="OUT_DIR", default=None,
                         help="write the adapter and its model card here")
+    p.add_argument("--quant", default=None, metavar="TYPE",
+                   help="--gguf: tensor type, one of f16 (default), bf16, f32, q8_0, q5_1, q5_0, "
+                   "q4_1, q4_0")
     p.add_argument("--checkpoint", default=None, metavar="N",
                    help="a checkpoint step (or 'latest') instead of the final adapter")
     p.add_argument("--base", default=None, metavar="MODEL",
-                   help="--merge: the base model, when the run's model has moved")
-    p.add_argument("--device", default=None, help="--merge: device for merging (default: auto)")
+                   help="--merge / --gguf: the base model, when the run's model has moved")
+    p.add_argument("--device", default=None,
+                   help="--merge / --gguf: device for merging (default: auto)")
     p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
                    help="--merge: load the base this way instead of as the adapter was trained "
                    "(a QLoRA adapter merges into its de-quantized 4-bit base; an override warns)")
@@ -51,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from engine import export
 
     err = console(stderr=True)
+    if args.quant is not None and args.gguf is None:
+        raise TunedeckError("--quant applies to --gguf only: tunedeck export RUN_ID --gguf "
+                            f"OUT_DIR --quant {args.quant}")
+    if args.gguf is not None:
+        return run_gguf(args, err)
     if args.merge is not None:
         result = export.export_merged(
             args.run, args.merge, checkpoint=args.checkpoint, base=args.base, device=args.device,
@@ -78,7 +91,8 @@ def run_gguf(args: argparse.Namespace, err) -> int:
     result = gguf_export.export_gguf(
         args.run, args.gguf, quant=args.quant or gguf_export.DEFAULT_QUANT,
         checkpoint=args.checkpoint, base=args.base, device=args.device, force=args.force,
-        progress=lambda text: err.print(f"[dim]{text}[/dim]", highlight=False))
+        progress=lambda text: err.print(f"[dim]{text}[/dim]", highlight=False),
+        warn=lambda text: err.print(f"[yellow]warning:[/] {text}"))
     print(result.gguf)  # the file alone on stdout, for scripts
     err.print(f"Exported {result.gguf.name} ({result.architecture}, {result.quant}, "
               f"{human_bytes(result.size_bytes)}, base {result.base_model}) and "

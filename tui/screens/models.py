@@ -20,11 +20,13 @@ class ModelsScreen(WorkbenchScreen):
     HELP_TITLE = "Models"
     HELP = ("Every model on this machine: the default, converted GGUF caches and the models "
             "exported with `tunedeck export RUN --merge NAME` (saved in the exports folder). "
-            "Enter or u makes the highlighted one the active model; m types any reference.")
+            "Enter or u makes the highlighted one the active model; m types any reference; e exports "
+            "a run (merged folder, GGUF + Ollama Modelfile, or the adapter).")
     BINDINGS = [
         Binding("u", "use", "Use"),
         Binding("r", "refresh", "Refresh"),
         Binding("m", "app.choose_model", "Other model"),
+        Binding("e", "export", "Export a run"),
     ]
     DEFAULT_CSS = """
     ModelsScreen #models-panel { height: 1fr; border: round $primary; padding: 0 1; }
@@ -83,7 +85,12 @@ class ModelsScreen(WorkbenchScreen):
         exported = sum(1 for e in entries if e.kind.startswith("exported"))
         self.query_one("#models-hint", Static).update(
             f"{len(entries)} model(s), {exported} exported. Exports live in {exports}: "
-            "`tunedeck export RUN_ID --merge NAME` adds one.")
+            "e exports a run (or `tunedeck export RUN_ID --merge NAME`).")
+
+    def action_export(self) -> None:
+        from tui.screens.runs_export import open_export
+
+        open_export(self)
 
     def _is_active(self, entry: Any) -> bool:
         if getattr(self.app, "model_state", "idle") not in ("ready", "loading"):

@@ -61,13 +61,15 @@ class RunsScreen(RunActions, WorkbenchScreen):
     HELP = ("Every fine-tuning run under the data home. Enter opens the live view of a run "
             "(reattaching: the history is read from its events, then followed). Space marks "
             "runs; with runs marked the chart overlays their loss curves, else it shows the "
-            "highlighted run. Runs go on when the app closes.")
+            "highlighted run. e exports the highlighted run: GGUF + Ollama Modelfile, a merged "
+            "Hugging Face folder, or the adapter alone. Runs go on when the app closes.")
     BINDINGS = [
         Binding("enter", "open", "Open", priority=True),
         Binding("space", "mark", "Mark"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("c", "save_now", "Save now"),
+        Binding("e", "export", "Export"),
         Binding("s", "toggle_smooth", "Smooth"),
     ]
     DEFAULT_CSS = """
@@ -209,6 +211,11 @@ class RunsScreen(RunActions, WorkbenchScreen):
         run = self.current_run()
         if run is not None:
             self.save_now(run)
+
+    def action_export(self) -> None:
+        from tui.screens.runs_export import open_export
+
+        open_export(self, self.current_id())
 
     def action_toggle_smooth(self) -> None:
         self.chart.smooth = not self.chart.smooth
