@@ -304,6 +304,10 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
     per_step = config.batch_size * config.grad_accum
     report.steps = config.max_steps if config.max_steps > 0 else max(
         1, math.ceil(len(rows) / per_step * config.epochs))
+    from engine.training.preflight import check_model_fit
+
+    if not check_model_fit(config, report):
+        return report
     try:
         from engine.training.preflight import _parameters
 
@@ -314,7 +318,3 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
         report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
     report.ok = not report.errors
     return report
-    from engine.training.preflight import check_model_fit
-
-    if not check_model_fit(config, report):
-        return report
