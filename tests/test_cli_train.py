@@ -25,7 +25,7 @@ def test_train_without_config_lists_the_examples(capsys):
     out = capsys.readouterr().out
     for name in ("sql.yaml", "sentiment-lora.yaml", "arithmetic-full.yaml"):
         assert name in out
-    assert "qlora on sample_data/text_to_sql" in out
+    assert "auto on sample_data/text_to_sql" in out
 
 
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys):

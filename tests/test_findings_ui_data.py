@@ -47,7 +47,11 @@ async def test_data_screen_findings(app, tmp_path):
         screen = app.screen
         tabs = screen.query_one("#data-tabs", TabbedContent)
         await open_file(pilot, str(clean))
-        assert "schema seed (prompt + completion" in summary(screen)  # the layout, explained
+        from tui.screens.data import SCHEMA_HELP
+
+        # The detected layout, explained ("schema prompt_completion" alone says nothing).
+        layout = next(name for name in SCHEMA_HELP if f"schema {name} (" in summary(screen))
+        assert f"schema {layout} ({SCHEMA_HELP[layout]})" in summary(screen)
         rows = screen.query_one("#data-rows", DataTable)
         assert rows.row_count == 3
 

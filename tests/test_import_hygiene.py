@@ -25,7 +25,8 @@ def _modules_after(code: str) -> set[str]:
 # Modules that exist only inside the training process: they subclass TRL / transformers classes,
 # so importing them is importing the ML stack (and TRL itself imports rich). Nothing outside the
 # runner imports them at module level.
-RUNNER_ONLY = {"engine.training.trainers", "engine.training.callbacks"}
+RUNNER_ONLY = {"engine.training.trainers", "engine.training.callbacks", "engine.training.guards",
+               "engine.training.tensorboard"}
 
 
 def _engine_modules() -> list[str]:

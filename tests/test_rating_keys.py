@@ -121,7 +121,8 @@ async def test_run_view_follows_new_samples_and_numbers_a_step_s_second_sample()
         assert bar.item.source_ref == f"run:{run.id}:10:0"
         # A second sample at the same step (a resume re-sampling it) is a record of its own.
         run.append_event("sample", step=10, prompt="p", reference="r", completion="again")
-        await wait_for(pilot, lambda: bar.item.source_ref == f"run:{run.id}:10:1", 10)
+        await wait_for(pilot, lambda: bar.item is not None
+                   and bar.item.source_ref == f"run:{run.id}:10:1", 10)
         await pilot.press("2")
         await pilot.pause()
         assert bar.item.completion == "again" and bar.item.rating.stars == 2

@@ -237,7 +237,11 @@ async def test_save_now_and_stop_keys_act_on_the_highlighted_run():
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                start_new_session=True)
     try:
+        from engine.training.rundir import process_start_time
+
         live = fake_run("20251129-090000-live-a1b2", state="running", pid=sleeper.pid)
+        # `stop` signals only a process proven to be the runner: the pid and its start time.
+        live.write_status("running", pid_start=process_start_time(sleeper.pid))
         app = TunedeckApp(load_model=False)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("f5", "c")

@@ -211,10 +211,10 @@ def train(run: RunDir, stop_flag: Any) -> str:
         from engine.training.preference import train_preference
 
         return train_preference(run, stop_flag, config)
+    convs = load_conversations(config)  # bad data fails before minutes of model loading
     log(f"loading {config.model} ({config.method})")
     loaded = load_model(config, progress=log)
     base = record_base(run, config, loaded)
-    convs = load_conversations(config)
     callback = RunEventsCallback(run, stop_flag, loaded.tokenizer,
                                  convs[1][: config.sample_k] if config.sample_every else [],
                                  config.sample_every)

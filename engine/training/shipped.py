@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import TunedeckError
-from engine.training.config import SFT_METHODS, TrainConfig, example_configs
+from engine.training import config as config_module
+from engine.training.config import SFT_METHODS, TrainConfig
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -28,7 +29,7 @@ def recipe_for(config: TrainConfig) -> tuple[TrainConfig, Path] | None:
         wanted = config.dataset_path()
     except TunedeckError:
         return None
-    for path in example_configs():
+    for path in config_module.example_configs():  # looked up per call, as tests replace it
         try:
             recipe = TrainConfig.from_yaml(path)
             # Only whole-split recipes: a quick demo (limit / max_steps) is no default to fit.
