@@ -92,17 +92,18 @@ async def test_form_is_prefilled_with_defaults_fitted_to_the_data():
         assert field(screen, "model") == defaults.model
         assert field(screen, "dataset") == defaults.dataset
         assert field(screen, "lora_r") == str(defaults.lora_r)
-        assert screen.query_one("#field-method", Select).value == defaults.method
+        # The SQL sample has a shipped, measured recipe (configs/sql.yaml): the form starts there.
+        assert screen.query_one("#field-method", Select).value == "auto" != defaults.method
         assert screen.query_one("#field-precision", Select).value == "auto"
         fitted = suggest(defaults)
         assert screen.form_config() == fitted.config
-        # The sample's rows run past the generic 256-token default; the fit covers 99% of them.
+        assert fitted.config.template == "text-to-sql-tuned"
         assert fitted.config.max_seq_len > defaults.max_seq_len
         assert field(screen, "max_seq_len") == str(fitted.config.max_seq_len)
         assert field(screen, "epochs") == "3"
         panel = str(screen.query_one("#preflight-report").render())
         assert f"Fitted to {defaults.dataset} ({fitted.rows:,} training rows)" in panel
-        assert "99% of the" in panel
+        assert "the shipped recipe sql.yaml" in panel and "no EOS is cut" in panel
 
 
 async def test_a_new_dataset_refits_the_fields_not_edited(tmp_path):
