@@ -197,32 +197,8 @@ def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None
         step_tokens = sum(lengths) / max(1, batch_rows) * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
     _between_steps(report, config, trained_rows)
-    _between_steps(report, config, trained_rows)
     report.ok = not report.errors
     return report
-
-
-def _between_steps(report: PreflightReport, config: TrainConfig,
-                   trained_rows: list[dict[str, list[int]]]) -> None:
-    """Add evaluation and sampling to the time (they can take longer than the steps), and say
-    which row limits the config applies, since the form may not show them."""
-    from engine.training.suggest import between_steps
-
-    train_rate = None
-    if report.est_seconds:  # real tokens per second of the training steps
-        per_step = config.batch_size * config.grad_accum
-        train_rate = report.steps * per_step * report.mean_tokens / report.est_seconds
-    report.between = between_steps(config, report.steps, report.eval_rows, report.mean_tokens,
-                                   train_rate, _mean_trained(trained_rows), report.total_params)
-    if report.est_seconds is not None:
-        report.train_seconds = report.est_seconds
-        report.est_seconds += report.between.seconds
-    if config.limit:
-        report.warnings.append(f"limit {config.limit} (set in the config): only the first "
-                               f"{config.limit} training rows are used.")
-    if config.eval_limit:
-        report.warnings.append(f"eval_limit {config.eval_limit} (set in the config): each "
-                               f"evaluation reads the first {config.eval_limit} rows.")
 
 
 def _between_steps(report: PreflightReport, config: TrainConfig,
