@@ -401,14 +401,21 @@ def _cpu(clock: int | None, now: float) -> float:
 _WATCHDOG = _Watchdog()
 
 
-def _timeout_line(exc: BaseException, compiled: Any) -> int | None:
-    """The template line a timed-out render was on: its innermost frame of template code."""
+def template_frame_line(exc: BaseException) -> int | None:
+    """The line of the innermost frame of template code in `exc`'s traceback (jinja rewrites
+    the traceback with template frames), or None."""
     lineno = None
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == JINJA_FILENAME:
             lineno = tb.tb_lineno
         tb = tb.tb_next
+    return lineno
+
+
+def _timeout_line(exc: BaseException, compiled: Any) -> int | None:
+    """The template line a timed-out render was on: its innermost frame of template code."""
+    lineno = template_frame_line(exc)
     try:
         return compiled.get_corresponding_lineno(lineno) if lineno is not None else None
     except Exception:

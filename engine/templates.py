@@ -28,8 +28,6 @@ MAX_REPEAT = sandbox.MAX_REPEAT
 MAX_POWER = sandbox.MAX_POWER
 MAX_OUTPUT = sandbox.MAX_OUTPUT
 
-_JINJA_FILENAME = sandbox.JINJA_FILENAME
-
 
 class TemplateError(TunedeckError):
     """A template that does not parse or render, located by line and column (1-based)."""
@@ -87,13 +85,7 @@ def _environment() -> Any:
 
 def _template_line(exc: BaseException) -> int | None:
     """The template line of a runtime error: jinja rewrites the traceback with template frames."""
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == _JINJA_FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+    return sandbox.template_frame_line(exc)
 
 
 def _column(source: str, line: int | None, message: str) -> int | None:
