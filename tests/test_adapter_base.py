@@ -170,7 +170,7 @@ def test_other_base_weights_are_refused_unless_forced(tiny_model_dir, other_weig
 
 
 def test_prompt_loads_a_qlora_adapter_on_its_4bit_base(tiny_model_dir, capsys):
-    from tui.cli import main
+    from cli.main import main
 
     run = _qlora_run(tiny_model_dir, "prompt")
     notes: list[str] = []

@@ -7,11 +7,11 @@ import pytest
 from adapter_runs import make_run
 from textual.widgets import Input, OptionList, TextArea
 
+from cli.main import main
 from engine import models
 from engine.adapters import AdapterSet
 from engine.store import Store
 from tui.app import TunedeckApp
-from tui.cli import main
 from tui.widgets.completion_view import CompletionView
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")

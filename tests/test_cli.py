@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tui.cli import main
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def test_models_lists_default(default_model_dir, capsys, monkeypatch):
 
 
 def test_doctor_prints_real_values(capsys):
-    from tui.commands import doctor
+    from cli import doctor
 
     rows = {check: value for check, value, _ in doctor.collect()}
     assert rows["device"] == "cpu"
@@ -39,7 +39,7 @@ def test_doctor_prints_real_values(capsys):
 
 
 def test_unknown_model_in_subprocess_is_one_line_no_traceback():
-    code = ("import sys\nfrom tui.cli import main\nfrom engine import models\n"
+    code = ("import sys\nfrom cli.main import main\nfrom engine import models\n"
             "from engine.errors import TunedeckError\n"
             "try:\n    models.resolve('bogus-model')\n"
             "except TunedeckError as e:\n    print(e, file=sys.stderr); sys.exit(1)\n")

@@ -8,9 +8,9 @@ import json
 import pytest
 from adapter_runs import make_run
 
+from cli import listing
+from cli.main import main
 from engine import paths
-from tui.cli import main
-from tui.commands import listing
 
 LONG_MODEL = "/srv/models/a-very-long-folder-name/HuggingFaceTB-SmolLM2-135M-Instruct-local-copy"
 

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
+from cli.main import main
 from engine import paths
 from engine.data import sample_path
 from engine.store import Store
-from tui.cli import main
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tui.cli import main
+from cli.main import main
 
 SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
 

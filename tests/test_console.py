@@ -51,7 +51,7 @@ def test_a_terminal_keeps_its_bars(monkeypatch):
 def test_the_cli_switches_bars_off_when_stderr_is_piped(monkeypatch, capsys):
     import os
 
-    from tui.cli import main
+    from cli.main import main
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert main(["train"]) == 0  # lists the example configs

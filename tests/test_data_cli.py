@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cli.main import main
 from engine.data import load_examples, sample_path
-from tui.cli import main
 
 BAD = Path(__file__).parent / "fixtures" / "data" / "bad"
 GOOD = Path(__file__).parent / "fixtures" / "data" / "good"

@@ -232,7 +232,7 @@ def test_recommendation_prefers_the_cheaper_of_tied_prompts():
 
 @pytest.mark.slow
 def test_cli_eval_matrix_csv_and_json(default_model_dir, capsys):
-    from tui.cli import main
+    from cli.main import main
 
     args = ["eval", "matrix", "--data", "sample_data/sentiment", "--limit", "2",
             "--columns", "zs", "--max-new-tokens", "4", "--quiet"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from adapter_runs import make_run
 
+from cli.main import main
 from engine import export, models, paths
 from engine.adapters import AdapterSet
 from engine.errors import TunedeckError
 from engine.generation import GenerationParams, Generator
-from tui.cli import main
 
 PROMPTS = ["Write a SQL query that lists every customer.", "Is this review positive? 'Great!'",
            "What is 12 + 30?", "Say hello."]

@@ -73,9 +73,9 @@ def test_the_preflight_panel_shows_what_the_time_is_made_of():
     (0.05, "fp32 with precision: auto (bf16 is not fast on this CPU (0.05x fp32))"),
 ])
 def test_doctor_states_the_precision_training_picks(monkeypatch, speedup, shown):
+    from cli.doctor import training_precision
     from engine import models
     from engine.training.runner import mixed_precision
-    from tui.commands.doctor import training_precision
 
     monkeypatch.setattr(models, "cpu_bf16_speedup", lambda: speedup)
     policy = SimpleNamespace(device="cpu", dtype_name="float32")

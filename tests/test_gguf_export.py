@@ -10,9 +10,9 @@ import pytest
 import torch
 from adapter_runs import make_run
 
+from cli.main import main
 from engine import export, gguf_export, models, ollama, paths
 from engine.errors import TunedeckError
-from tui.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 PROMPTS = ["Write a SQL query that lists every customer.", "What is 12 + 30?"]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from engine.data import validate
 from engine.errors import describe_failure
 from engine.ratings import RatingStore
 from engine.safe_write import TEMP_PREFIX, clean_stale
-from tui.cli import main
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from engine.errors import ConfigError, TunedeckError
 from engine.training import launch, rundir
 from engine.training.config import TrainConfig
 from engine.training.rundir import COMPLETE, RunDir, process_start_time
-from tui.cli import main
 
 PROJECT = Path(__file__).resolve().parents[1]
 SENTIMENT = PROJECT / "sample_data" / "sentiment"

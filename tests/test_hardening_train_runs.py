@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from engine.training import launch, runner
 from engine.training.config import TrainConfig
-from tui.cli import main
 
 SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
 

@@ -48,6 +48,28 @@ def test_engine_source_never_imports_textual_or_rich():
     assert not offenders
 
 
+def _imports(folder: str) -> list[tuple[str, int, str]]:
+    found = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(path.relative_to(ROOT).as_posix(), node.lineno, a.name)
+                          for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append((path.relative_to(ROOT).as_posix(), node.lineno, node.module))
+    return found
+
+
+def test_headless_cli_reaches_the_tui_only_to_open_it():
+    """The CLI package sits beside the TUI: its one way in is `tunedeck` with no command."""
+    reached = [(f, n, m) for f, n, m in _imports("cli") if m.split(".")[0] in ("tui", "textual")]
+    assert [(f, m) for f, _, m in reached] == [("cli/main.py", "tui.app")]
+
+
+def test_tui_never_imports_the_cli():
+    assert not [i for i in _imports("tui") if i[2].split(".")[0] == "cli"]
+
+
 def test_engine_modules_import_light():
     """Importing any engine module (but the runner-only ones) pulls in neither the TUI stack nor
     the ML stack: heavy imports live inside the functions that need them."""
@@ -59,12 +81,12 @@ def test_engine_modules_import_light():
 
 
 def test_tui_app_and_cli_import_no_ml_stack():
-    loaded = _modules_after("import tui.app\nimport tui.cli\ntui.cli.build_parser()")
+    loaded = _modules_after("import tui.app\nimport cli.main\ncli.main.build_parser()")
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 
 
 def test_headless_cli_imports_no_textual():
-    loaded = _modules_after("import tui.cli\ntui.cli.build_parser()")
+    loaded = _modules_after("import cli.main\ncli.main.build_parser()")
     assert not {m for m in loaded if m.split(".")[0] == "textual"}
 
 

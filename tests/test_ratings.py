@@ -329,7 +329,7 @@ def test_plain_text_sources_export_plain_text(tmp_path):
 
 
 def test_cli_export_and_list(rated, tmp_path, capsys, monkeypatch):
-    from tui.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(paths, "db_path", lambda: rated.path)
     out = tmp_path / "dpo.jsonl"

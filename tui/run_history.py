@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from engine.adapters import read_run_config
+from engine.formatting import duration
 from engine.training.rundir import ACTIVE_STATES, EventCursor, RunDir
 from tui.widgets.loss_chart import Series
-from tui.widgets.run_progress import format_duration
 
 
 class RunHistory:
@@ -154,7 +154,7 @@ class RunHistory:
             cost, rows = self.eval_cost, _number(self.status.get("eval_rows"))
             if cost:
                 eta = cost * total / rows if rows else cost
-        return f"{text} · ETA {format_duration(eta)}"
+        return f"{text} · ETA {duration(eta)}"
 
     @property
     def config(self) -> dict[str, Any]:

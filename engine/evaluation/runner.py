@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -507,13 +506,3 @@ def eta(elapsed: float, generated: int, remaining: int) -> float | None:
         return None
     return elapsed / generated * remaining
 
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"

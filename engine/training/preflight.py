@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import TunedeckError, first_line
+from engine.formatting import duration
 from engine.training.config import TrainConfig
 from engine.training.data import IGNORE
 
@@ -78,12 +79,10 @@ class PreflightReport:
         if self.memory_estimate_mb:
             parts = ", ".join(f"{k} {v:,.0f} MB" for k, v in self.memory_estimate_mb.items())
             lines.append(f"Memory (estimate): {parts}")
-        eta = f"~{_duration(self.est_seconds)}" if self.est_seconds else "unknown on this device"
+        eta = f"~{duration(self.est_seconds)}" if self.est_seconds else "unknown on this device"
         lines.append(f"Steps: {self.steps}; time {eta}")
-        if self.between is not None and self.between.describe(_duration):
-            lines.append(f"  between the steps: {self.between.describe(_duration)}")
-        if self.between is not None and self.between.describe(_duration):
-            lines.append(f"  between the steps: {self.between.describe(_duration)}")
+        if self.between is not None and self.between.describe(duration):
+            lines.append(f"  between the steps: {self.between.describe(duration)}")
         if self.example_tokens:
             lines.append("Example (trained tokens in [[ ]], the rest is masked):")
             shown = self.example_tokens[:max_tokens]
@@ -95,15 +94,6 @@ class PreflightReport:
             lines += ["  " + line for line in text.splitlines() or [""]]
         return "\n".join(lines)
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def preflight(config: TrainConfig, progress: Callable[[str], None] | None = None) -> PreflightReport:

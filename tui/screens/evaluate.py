@@ -297,11 +297,11 @@ class EvaluateScreen(WorkbenchScreen):
     def run_matrix(self, spec: Any, columns: list[Any], loaded: Any,
                    cancel: threading.Event) -> Any:
         from engine.evaluation import run_matrix
-        from engine.evaluation.runner import format_eta
+        from engine.formatting import duration
 
         def progress(p: Any) -> None:
             text = (f"[{p.column_index + 1}/{p.columns}] {p.column}: {p.done}/{p.total}  "
-                    f"ETA {format_eta(p.eta_s)}")
+                    f"ETA {duration(p.eta_s)}")
             self.post_message(EvalProgressUpdate(text, p.fraction))
 
         def status(text: str) -> None:

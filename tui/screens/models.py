@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.commands._common import human_bytes
+from engine.formatting import human_bytes
 from tui.messages import ModelStateChanged
 from tui.screens.base import WorkbenchScreen
 

@@ -25,6 +25,7 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from engine.errors import TunedeckError
+from engine.formatting import duration
 from tui.messages import LoadProgress
 from tui.screens.base import WorkbenchScreen
 from tui.screens.run_view import RunViewScreen
@@ -100,7 +101,7 @@ def report_content(report: Any) -> Content:
     for warning in report.warnings:
         parts += [("! ", "bold $warning"), (warning, "$warning"), "\n"]
     pct = 100 * report.trainable_params / report.total_params if report.total_params else 0.0
-    eta = f"~{_duration(report.est_seconds)}" if report.est_seconds is not None else "unknown"
+    eta = f"~{duration(report.est_seconds)}" if report.est_seconds is not None else "unknown"
     rows = f"{report.train_rows:,} train · {report.eval_rows:,} eval"
     if getattr(report, "mean_tokens", 0):
         rows += f" · {report.mean_tokens:,.0f} tokens/row"
@@ -114,11 +115,11 @@ def report_content(report: Any) -> Content:
                   + (f" on {report.device})" if getattr(report, "device", "") else ")")),
     ]
     between = getattr(report, "between", None)
-    if between is not None and between.describe(_duration):
+    if between is not None and between.describe(duration):
         # Evaluation and samples run between the steps and can take longer than they do.
-        train_part = (f"steps ~{_duration(report.train_seconds)} · "
+        train_part = (f"steps ~{duration(report.train_seconds)} · "
                       if getattr(report, "train_seconds", None) is not None else "")
-        facts.append(("of which", train_part + between.describe(_duration)))
+        facts.append(("of which", train_part + between.describe(duration)))
     facts += [
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
@@ -142,11 +143,6 @@ def report_content(report: Any) -> Content:
             parts.append((text, "$success on $success 20%") if trained else (text, "$text-muted"))
     return Content.assemble(*parts)
 
-
-def _duration(seconds: float) -> str:
-    from tui.widgets.run_progress import format_duration
-
-    return format_duration(seconds)
 
 
 def example_summary(path: Any, config: Any) -> str:

@@ -12,18 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+from engine.formatting import duration
 
 
 def progress_line(history: Any) -> str:
@@ -37,7 +26,7 @@ def progress_line(history: Any) -> str:
     if phase:
         parts.append(phase)
     elif history.state in ("starting", "running"):
-        parts.append(f"ETA {format_duration(history.eta_seconds)}")
+        parts.append(f"ETA {duration(history.eta_seconds)}")
     if history.tokens_per_s is not None:
         parts.append(f"{history.tokens_per_s:,.0f} tok/s")
     if history.mem_mb is not None:

@@ -125,12 +125,12 @@ class _ProgressLine:
             print(text, file=sys.stderr, flush=True)
 
     def __call__(self, p: Any) -> None:
-        from engine.evaluation.runner import format_eta
+        from engine.formatting import duration
 
         if self.quiet:
             return
         line = (f"[{p.column_index + 1}/{p.columns}] {p.column}: {p.done}/{p.total} "
-                f"({100 * p.fraction:.0f}%)  ETA {format_eta(p.eta_s)}")
+                f"({100 * p.fraction:.0f}%)  ETA {duration(p.eta_s)}")
         if self.tty:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
             return
@@ -156,7 +156,7 @@ def print_table(result: Any) -> None:
     from rich import box
     from rich.table import Table
 
-    from tui.commands._common import console
+    from cli.console import console
 
     out = console()
     table = Table(title=f"{result.source}: {result.examples} examples, acc = {result.metric_name}"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from cli.console import console
+from cli.listing import Column, add_format, emit
 from engine.errors import TunedeckError
-from tui.commands._common import console, human_bytes
-from tui.commands.listing import Column, add_format, emit
+from engine.formatting import human_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

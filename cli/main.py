@@ -1,6 +1,6 @@
 """The `tunedeck` command: no arguments opens the TUI; subcommands call the engine headless.
 
-Each subcommand lives in a module under ``tui/commands/`` exposing ``register(subparsers)``, which
+Each subcommand lives in a module under ``cli/`` exposing ``register(subparsers)``, which
 adds its parser and sets ``func`` (called with the parsed args, returning an exit code). Headless
 subcommands never import textual; heavy libraries load inside the command functions.
 """
@@ -18,14 +18,14 @@ from engine.errors import TunedeckError, describe_failure
 
 # One module per command group; order is the order in `tunedeck --help`.
 COMMAND_MODULES = [
-    "tui.commands.models",
-    "tui.commands.doctor",
-    "tui.commands.data",
-    "tui.commands.prompt",
-    "tui.commands.ratings",
-    "tui.commands.train",
-    "tui.commands.export",
-    "tui.commands.eval",
+    "cli.models",
+    "cli.doctor",
+    "cli.data",
+    "cli.prompt",
+    "cli.ratings",
+    "cli.train",
+    "cli.export",
+    "cli.eval",
 ]
 
 

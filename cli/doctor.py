@@ -8,7 +8,8 @@ import shutil
 import sys
 from importlib import metadata
 
-from tui.commands._common import console, human_bytes
+from cli.console import console
+from engine.formatting import human_bytes
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate",
             "textual")

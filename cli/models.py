@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tui.commands._common import human_bytes
-from tui.commands.listing import Column, add_format, emit
+from cli.listing import Column, add_format, emit
+from engine.formatting import human_bytes
 
 COLUMNS = [
     Column("name", "label", key_column=True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tui.commands._common import console
+from cli.console import console
 
 SHOWN_PER_CODE = 10  # problems of one kind listed before the rest are counted
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from cli.console import console
+from cli.listing import Column, add_format, emit
 from engine.errors import TunedeckError
-from tui.commands._common import console
-from tui.commands.listing import Column, add_format, emit
 
 SOURCES = ("try", "sample", "eval", "ab", "manual")  # engine.ratings.SOURCES, without its import
 

@@ -94,8 +94,8 @@ def _values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _list_templates() -> int:
+    from cli.console import console
     from engine.templates import is_builtin, load_templates
-    from tui.commands._common import console
 
     out = console()
     errors: list[TunedeckError] = []
@@ -257,14 +257,14 @@ def _save(args: argparse.Namespace, loaded: Any, template: Any, strategy: Any, p
 def _print_json(tries: list) -> int:
     from dataclasses import asdict
 
-    from tui.commands.listing import emit
+    from cli.listing import emit
 
     return emit([asdict(t) for t in tries], [], fmt="json", title="", empty="")
 
 
 def run_history(args: argparse.Namespace) -> int:
+    from cli.console import console
     from engine.store import Store
-    from tui.commands._common import console
 
     with Store() as store:
         if args.action == "export":

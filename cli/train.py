@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cli.console import console
+from cli.listing import Column, add_format, emit
 from engine.errors import TunedeckError
-from tui.commands._common import console
-from tui.commands.listing import Column, add_format, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,1 @@
+"""The headless `tunedeck` command line: one module per command group, no textual."""

@@ -1,1 +1,0 @@
-"""Headless subcommands of `tunedeck`, one module per command group (see tui/cli.py)."""
