@@ -226,6 +226,13 @@ def test_merged_qlora_export_reproduces_4bit_base_plus_adapter(tiny_model_dir):
     four = adapter_base.load_with_adapter(None, run.id)
     assert four.info.quantization == "4bit"
     assert _greedy(merged, tokenizer) == _greedy(four.model, four.tokenizer)
+    # On a CPU with AVX512-BF16, bitsandbytes answers inference through a packed bf16 kernel
+    # (about 1e-3 apart); training de-quantizes in the compute dtype, as the merge does. Held to
+    # that path, the merged folder is the 4-bit base + adapter to fp32 rounding.
+    four = adapter_base.load_with_adapter(None, run.id)
+    for module in four.model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     torch.testing.assert_close(_last_logits(merged, tokenizer),
                                _last_logits(four.model, four.tokenizer), rtol=1e-4, atol=1e-4)
     # What the merge used to do (the original weights) answers differently.
