@@ -110,7 +110,8 @@ def _step_of(checkpoint: Path) -> int | None:
 
 
 def run_adapters(run: RunDir) -> list[AdapterInfo]:
-    """A run's adapters: the final one first, then its checkpoints, newest first."""
+    """A run's adapters: the final one first, then its complete checkpoints, newest first (one
+    cut short by a full disk or a kill mid-save holds a partial adapter: never offered)."""
     config = read_run_config(run)
     base = str(config.get("model") or "")
     method = str(config.get("method") or "")
@@ -121,7 +122,7 @@ def run_adapters(run: RunDir) -> list[AdapterInfo]:
         found.append(AdapterInfo(ref=run.id, path=run.adapter_dir, kind="final", run_id=run.id,
                                  base_model=base or _peft_base(run.adapter_dir), method=method,
                                  state=state, template=template))
-    for checkpoint in reversed(run.checkpoints()):
+    for checkpoint in reversed(run.complete_checkpoints()):
         if is_adapter_folder(checkpoint):
             found.append(AdapterInfo(
                 ref=f"{run.id}:{checkpoint.name}", path=checkpoint, kind="checkpoint",
@@ -206,6 +207,11 @@ def _pick(run: RunDir, which: str | None, text: str) -> AdapterInfo:
     for adapter in checkpoints:
         if step.isdigit() and adapter.step == int(step):
             return adapter
+    cut = [p.name for p in run.cut_checkpoints() if step.isdigit() and _step_of(p) == int(step)]
+    if cut:
+        raise TunedeckError(f"{text}: {cut[0]} was cut short (a full disk or a kill while it was "
+                            f"saved) and holds no whole adapter. Complete checkpoints of "
+                            f"{run.id}: {names}.")
     raise TunedeckError(f"{text}: no such checkpoint. Checkpoints of {run.id}: {names}.")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from engine import paths
-from engine.training.rundir import RunDir, new_run_id
+from engine.training.rundir import RunDir, mark_checkpoint_complete, new_run_id
 
 
 def make_run(model_dir: Path, *, name: str = "fake", seed: int = 0, quantized: bool = False,
@@ -36,6 +36,8 @@ def make_run(model_dir: Path, *, name: str = "fake", seed: int = 0, quantized: b
     targets += [(run.checkpoints_dir / f"checkpoint-{n}", seed + n) for n in checkpoints]
     for folder, s in targets:
         save_random_lora(model_dir, folder, seed=s, quantized=quantized, r=r)
+    for n in checkpoints:  # as the runner leaves them: whole, marked
+        mark_checkpoint_complete(run.checkpoints_dir / f"checkpoint-{n}", n)
     return run
 
 

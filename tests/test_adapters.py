@@ -63,6 +63,17 @@ def test_resolve_errors_say_what_exists(tiny_model_dir, tmp_path):
         adapters.resolve(str(tmp_path))
 
 
+def test_a_checkpoint_cut_short_is_never_offered(tiny_model_dir):
+    from engine.training.rundir import COMPLETE
+
+    run = make_run(tiny_model_dir, name="cut", checkpoints=(10, 20))
+    (run.checkpoints_dir / "checkpoint-20" / COMPLETE).unlink()  # killed while it was saved
+    assert [a.ref for a in adapters.run_adapters(run)] == [run.id, f"{run.id}:checkpoint-10"]
+    assert adapters.resolve(f"{run.id}:latest").step == 10
+    with pytest.raises(TunedeckError, match=r"checkpoint-20 was cut short.*:checkpoint-10"):
+        adapters.resolve(f"{run.id}:checkpoint-20")
+
+
 @pytest.mark.parametrize("content", [
     b"model: [unclosed\n",  # YAMLError
     b"model: \xff\xfe bad utf-8\n",  # UnicodeDecodeError
