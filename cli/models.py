@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from engine import models, paths
+    from engine import model_catalog, models, paths
 
-    entries = models.available_models()
+    entries = model_catalog.available_models()
     if not entries and args.list_format == "table":
         print(f"No models found. Install the default one with: {models.DEFAULT_INSTALL}")
         return 1

@@ -10,7 +10,7 @@ import torch
 from adapter_runs import make_run
 
 from cli.main import main
-from engine import export, models, paths
+from engine import export, model_catalog, models, paths
 from engine.adapters import AdapterSet
 from engine.errors import TunedeckError
 from engine.generation import GenerationParams, Generator
@@ -81,7 +81,7 @@ def test_merged_export_equals_base_plus_adapter(tiny_model_dir):
     assert marker["kind"] == "merged" and marker["run_id"] == run.id
 
     # The Models list (and the TUI's picker) offers it as a model.
-    entry = next(e for e in models.available_models() if e.name == "tiny-merged")
+    entry = next(e for e in model_catalog.available_models() if e.name == "tiny-merged")
     assert entry.kind.startswith("exported") and entry.ref == str(out)
     assert models.load(entry.ref).info.name == "tiny-merged"
 

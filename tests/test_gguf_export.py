@@ -77,6 +77,14 @@ def test_gguf_round_trip_matches_merged_model(tiny_model_dir, capsys, monkeypatc
     marker = json.loads((out / export.EXPORT_MARKER).read_text())
     assert marker["kind"] == "gguf" and marker["run_id"] == run.id and marker["quant"] == "f32"
 
+    # `tunedeck models` (and the Models screen) lists the file, by the path that loads it.
+    from engine.model_catalog import available_models
+
+    entry = next(e for e in available_models() if e.name == "tiny-gguf.f32")
+    assert (entry.kind, entry.ref) == ("exported (GGUF f32)", str(gguf_file))
+    assert main(["models", "--format", "json"]) == 0
+    assert str(gguf_file) in capsys.readouterr().out
+
 
 def test_quantized_tensor_types(tiny_model_dir, tmp_path):
     import gguf

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import paths
-from engine.models import ModelEntry
+from engine.model_catalog import ModelEntry
 from tui.app import TunedeckApp
 
 # The widgets each screen cannot do without, by its key.
@@ -37,9 +37,9 @@ FIXED_MODELS = [
 
 @pytest.fixture
 def fixed_models(monkeypatch):
-    from engine import models
+    from engine import model_catalog
 
-    monkeypatch.setattr(models, "available_models", lambda: FIXED_MODELS)
+    monkeypatch.setattr(model_catalog, "available_models", lambda: FIXED_MODELS)
     monkeypatch.setattr(paths, "exports_dir", lambda: Path("~/.local/share/tunedeck/exports"))
 
 

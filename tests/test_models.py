@@ -180,7 +180,9 @@ def test_load_failure_shows_the_first_line(tmp_path, monkeypatch, error, shown):
 
 
 def test_available_models_lists_default(default_model_dir):
-    entries = models.available_models()
+    from engine.model_catalog import available_models
+
+    entries = available_models()
     default = [e for e in entries if e.default]
     assert default and default[0].cached and default[0].size_bytes > 100e6
 

