@@ -29,7 +29,7 @@ def main() -> int:
 
     from engine import models
     from engine.data import load_examples, sample_path
-    from engine.evaluation.runner import generate_batch
+    from engine.evaluation.batched import generate_batch
     from engine.strategies import StrategyConfig, build_prompt, example_values
     from engine.templates import get_template
 

@@ -434,11 +434,37 @@ class Vote:
     answers: list[str | None] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
 
+    @property
+    def winner(self) -> str:
+        """The first completion that gave the voted answer (the first one when none did)."""
+        if self.answer is not None:
+            key = normalize_answer(self.answer)
+            for text, answer in zip(self.completions, self.answers, strict=True):
+                if answer is not None and answer.strip() and normalize_answer(answer) == key:
+                    return text
+        return self.completions[0] if self.completions else ""
 
-def self_consistency(sample: Callable[[int], str], samples: int,
-                     pattern: str | None = None) -> Vote:
-    """Draw `samples` completions (`sample(i)` generates the i-th, with sampling on) and vote."""
-    completions = [sample(i) for i in range(samples)]
-    answers = [extract_answer(c, pattern) for c in completions]
+
+def vote(completions: Sequence[str], answer_of: Callable[[str], str | None]) -> Vote:
+    """The self-consistency vote over sampled completions: each one's answer (`answer_of`),
+    the majority and its share."""
+    answers = [answer_of(c) for c in completions]
     answer, agreement = majority_vote(answers)
-    return Vote(answer, agreement, answers, completions)
+    return Vote(answer, agreement, answers, list(completions))
+
+
+def self_consistency(sample: Callable[[int], str], samples: int, pattern: str | None = None,
+                     answer_of: Callable[[str], str | None] | None = None,
+                     stop: Callable[[], bool] | None = None) -> Vote:
+    """Draw `samples` completions (`sample(i)` generates the i-th, with sampling on) and vote.
+
+    The one self-consistency of tunedeck: the Playground and `tunedeck prompt` sample through
+    `engine.strategy_run`, the evaluator votes over its batched samples with `vote`. Answers are
+    read with `answer_of` (default: `extract_answer` with `pattern`); `stop()` true after a sample
+    ends the drawing early (a cancel), and the vote is over what was drawn."""
+    completions: list[str] = []
+    for index in range(samples):
+        completions.append(sample(index))
+        if stop is not None and stop():
+            break
+    return vote(completions, answer_of or (lambda text: extract_answer(text, pattern)))

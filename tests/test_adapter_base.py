@@ -185,7 +185,7 @@ def test_prompt_loads_a_qlora_adapter_on_its_4bit_base(tiny_model_dir, capsys):
 
 
 def test_eval_loads_the_4bit_base_for_a_qlora_adapter_without_quantize(tiny_model_dir):
-    from engine.evaluation.runner import EvalSpec, load_session
+    from engine.evaluation.evaluator import EvalSpec, load_session
 
     run = _qlora_run(tiny_model_dir, "eval")
     lines: list[str] = []

@@ -12,7 +12,7 @@ import pytest
 from engine import paths
 from engine.evaluation.matrix import MatrixResult, recommend
 from engine.evaluation.metrics import aggregate
-from engine.evaluation.runner import Column, ColumnResult, EvalSpec
+from engine.evaluation.spec import Column, ColumnResult, EvalSpec
 from tui.app import TunedeckApp
 
 QUESTIONS = [("How many customers live in Austin?",

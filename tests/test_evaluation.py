@@ -1,4 +1,4 @@
-"""The evaluation runner and the matrix: batched generation, completion loss, the per-example cache
+"""The evaluator and the matrix: batched generation, completion loss, the per-example cache
 (resume after a cancel), adapters switched per column, the CLI, and the recommendation."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import threading
 import pytest
 
 from engine.evaluation import Column, EvalSpec, columns_from_names, run_matrix
+from engine.evaluation.batched import completion_losses, generate_batch
 from engine.evaluation.matrix import MatrixResult, recommend
 from engine.evaluation.metrics import ColumnMetrics
-from engine.evaluation.runner import ColumnResult, completion_losses, generate_batch
+from engine.evaluation.spec import ColumnResult
 
 
 @pytest.fixture(autouse=True)

@@ -286,7 +286,7 @@ async def test_loss_chart_legend_sits_above_the_plot_and_marks_differ():
 # -- 7: no verdict without evidence ----------------------------------------------------------
 def _paired(name: str, statuses: list[str], tokens: float, adapter: bool = False):
     from engine.evaluation.metrics import ColumnMetrics
-    from engine.evaluation.runner import Column, ColumnResult
+    from engine.evaluation.spec import Column, ColumnResult
 
     rows = [{"key": f"k{i}", "status": s} for i, s in enumerate(statuses)]
     accuracy = statuses.count("correct") / len(statuses)
@@ -297,7 +297,7 @@ def _paired(name: str, statuses: list[str], tokens: float, adapter: bool = False
 
 def _verdict(*columns) -> str:
     from engine.evaluation.matrix import MatrixResult, recommend
-    from engine.evaluation.runner import EvalSpec
+    from engine.evaluation.spec import EvalSpec
 
     n = columns[0].metrics.n
     return recommend(MatrixResult(spec=EvalSpec(), task="sql", source="x", model="m",

@@ -100,7 +100,7 @@ def test_the_script_refuses_a_question_from_the_train_split(heldout_script, monk
 
 
 def test_the_evaluator_reads_the_heldout_split_and_draws_shots_from_train():
-    from engine.evaluation.runner import EvalSpec, load_data
+    from engine.evaluation.evaluator import EvalSpec, load_data
 
     data = load_data(EvalSpec(data=str(FOLDER), split="heldout"))
     assert len(data.examples) == len(load_examples(FOLDER / "heldout.jsonl"))

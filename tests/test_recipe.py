@@ -102,7 +102,7 @@ def test_preflight_names_the_method_auto_chose():
 def test_the_adapter_column_defaults_to_the_template_the_adapter_trained_with():
     from types import SimpleNamespace
 
-    from engine.evaluation.runner import EvalSpec, Evaluation
+    from engine.evaluation.evaluator import EvalSpec, Evaluation
 
     def evaluation(spec_template, trained):
         session = SimpleNamespace(adapter_info=SimpleNamespace(template=trained))

@@ -19,17 +19,8 @@ from typing import Any
 
 from engine import paths
 from engine.errors import TunedeckError
-from engine.evaluation.runner import (
-    Column,
-    ColumnResult,
-    EvalProgress,
-    EvalSpec,
-    Evaluation,
-    Progress,
-    eta,
-    load_data,
-    load_session,
-)
+from engine.evaluation.evaluator import Evaluation, eta, load_data, load_session
+from engine.evaluation.spec import Column, ColumnResult, EvalProgress, EvalSpec, Progress
 
 STANDARD_COLUMNS: list[Column] = [
     Column("zero-shot", "zero-shot", loss=True),
@@ -240,6 +231,13 @@ def run_matrix(spec: EvalSpec, columns: list[Column] | None = None, loaded: Any 
     if save:
         result.save()
     return result
+
+
+def evaluate(spec: EvalSpec, column: Column, loaded: Any = None,
+             progress: Progress | None = None, cancel: threading.Event | None = None,
+             ) -> ColumnResult:
+    """One (model, adapter?, strategy) on the test split."""
+    return run_matrix(spec, [column], loaded=loaded, progress=progress, cancel=cancel).columns[0]
 
 
 def load_result(path: Path | str) -> MatrixResult:

@@ -19,14 +19,15 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import engine.evaluation.metrics as M
 from engine import paths
 from engine.errors import TunedeckError
-from engine.evaluation import metrics as M
 from engine.evaluation.batched import completion_losses, generate_batch
+from engine.evaluation.spec import Column, ColumnResult, EvalSpec
 
 CACHE_VERSION = 1
 TEMPLATE_BY_DATASET = {"text_to_sql": "text-to-sql", "sentiment": "sentiment",
@@ -35,98 +36,6 @@ TEMPLATE_BY_DATASET = {"text_to_sql": "text-to-sql", "sentiment": "sentiment",
 # turn with no system message (engine.training.data.to_conversation). The built-in "instruction"
 # template renders exactly that, so an adapter is evaluated on the prompt it learned.
 ADAPTER_TEMPLATE = "instruction"
-
-
-@dataclass
-class EvalSpec:
-    """What is evaluated, shared by every column of a matrix."""
-
-    data: str = "sample_data/text_to_sql"  # a folder with splits, or one file
-    split: str = "test"
-    shots: str | None = None  # where few-shot examples come from (default: the folder's train)
-    shots_split: str = "train"
-    limit: int | None = None
-    model: str | None = None  # default model when None
-    # None: the base the adapter was trained on (engine.adapter_base), else full precision;
-    # "none" | "4bit" | "8bit": an override (warns when it differs from the adapter's base)
-    quantize: str | None = None
-    adapter: str | None = None  # a run id / run folder / adapter folder
-    force_base: bool = False  # use a base whose weights differ from the adapter's record
-    template: str | None = None  # prompting columns (default: by dataset name)
-    adapter_template: str | None = None  # None: the template the adapter trained with
-    task: str = "auto"  # auto | sql | classification | answer | text
-    dialect: str = "teradata"
-    max_new_tokens: int = 128
-    cot_max_new_tokens: int = 256
-    batch_size: int = 8
-    samples: int = 5  # self-consistency
-    temperature: float = 0.7  # self-consistency sampling
-    seed: int = 0
-    context_window: int | None = None
-    use_cache: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Column:
-    """One strategy, with or without the adapter."""
-
-    name: str
-    kind: str = "zero-shot"  # a StrategyConfig kind
-    k: int = 0
-    adapter: bool = False
-    loss: bool = False  # also measure the reference completion's loss / perplexity
-
-    def strategy(self, spec: EvalSpec) -> Any:
-        from engine.strategies import StrategyConfig
-
-        # Sampling settings only where they change the prompt or output (they key the cache).
-        if self.sampled:
-            return StrategyConfig(kind=self.kind, k=self.k, samples=spec.samples, seed=spec.seed)
-        return StrategyConfig(kind=self.kind, k=self.k)
-
-    @property
-    def sampled(self) -> bool:
-        return self.kind == "self-consistency"
-
-    @property
-    def chain_of_thought(self) -> bool:
-        from engine.strategies import CHAIN_OF_THOUGHT_KINDS
-
-        return self.kind in CHAIN_OF_THOUGHT_KINDS
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class EvalProgress:
-    column: str
-    column_index: int
-    columns: int
-    done: int  # examples finished in all columns, cached ones included
-    total: int
-    elapsed_s: float
-    eta_s: float | None  # None until one example has been generated
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-Progress = Callable[[EvalProgress], None]
-
-
-@dataclass
-class ColumnResult:
-    column: Column
-    metrics: M.ColumnMetrics
-    rows: list[dict[str, Any]]  # one per example, in dataset order
-    template: str = ""
-    warnings: list[str] = field(default_factory=list)
-    cached: int = 0  # examples read from the cache instead of generated
 
 
 @dataclass
@@ -463,7 +372,7 @@ class Evaluation:
     def _row(self, column: Column, key: str, example: Any, prompt: Any,
              group: list[tuple[str, int]], latency: float,
              loss: tuple[float, int] | None) -> dict[str, Any]:
-        from engine.strategies import majority_vote
+        from engine.strategies import vote
 
         data = self.data
         reference = data.reference(example)
@@ -471,12 +380,11 @@ class Evaluation:
         final = None
         extra: dict[str, Any] = {}
         if column.sampled:
-            answers = [M.final_answer(data.task, text, data.labels) for text, _ in group]
-            final, agreement = majority_vote(answers)
-            winner = next((text for (text, _), a in zip(group, answers, strict=True)
-                           if a is not None and final is not None and a.strip() == final), output)
-            output = winner
-            extra = {"samples": [text for text, _ in group], "agreement": agreement}
+            # Self-consistency over the batch's samples, each answer read the way it is scored.
+            voted = vote([text for text, _ in group],
+                         lambda text: M.final_answer(data.task, text, data.labels))
+            final, output = voted.answer, voted.winner
+            extra = {"samples": voted.completions, "agreement": voted.agreement}
         result = M.score(data.task, output, reference, labels=data.labels, judge=self.judge,
                          final=final)
         row = {
@@ -490,15 +398,6 @@ class Evaluation:
         if loss is not None:
             row["loss"], row["loss_tokens"] = loss
         return row
-
-
-def evaluate(spec: EvalSpec, column: Column, loaded: Any = None,
-             progress: Progress | None = None, cancel: threading.Event | None = None,
-             ) -> ColumnResult:
-    """One (model, adapter?, strategy) on the test split."""
-    from engine.evaluation.matrix import run_matrix
-
-    return run_matrix(spec, [column], loaded=loaded, progress=progress, cancel=cancel).columns[0]
 
 
 def eta(elapsed: float, generated: int, remaining: int) -> float | None:
