@@ -14,10 +14,10 @@ from typing import Any
 
 from engine.errors import TunedeckError
 
-STRATEGIES = ("zero-shot", "few-shot", "cot", "few-shot-cot", "self-consistency")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from engine.strategies import KINDS, SELECTIONS
+
     p = subparsers.add_parser(
         "prompt", help="run a prompt (template + strategy) and stream the completion",
         description="Render a template with a prompting strategy, stream the model's completion "
@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--template", "-t", default="instruction",
                    help="template name or a .yaml file (default: instruction; "
                    "see --list-templates)")
-    p.add_argument("--strategy", "-s", default="zero-shot", choices=STRATEGIES)
+    p.add_argument("--strategy", "-s", default="zero-shot", choices=KINDS)
     p.add_argument("--k", type=int, default=3, help="few-shot examples (default 3)")
-    p.add_argument("--selection", default="first", choices=("first", "random", "similar"),
+    p.add_argument("--selection", default="first", choices=SELECTIONS,
                    help="how examples are chosen: first k, seeded random, or BM25-similar")
     p.add_argument("--seed", type=int, default=0, help="seed for random example selection and "
                    "sampling")
@@ -165,14 +165,15 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy == "self-consistency":
         output, metrics = _self_consistency(generator, built, params, strategy)
     else:
-        result = generator.generate(built.input_ids, params, on_text=_stream,
-                                    prefix_len=built.prefix_len)
-        _stream("\n")
+        from engine.strategy_run import run_strategy
+
+        run = run_strategy(generator, built, strategy, params,
+                           on_text=lambda _index, delta: _stream(delta),
+                           on_end=lambda _index, _result: _stream("\n"))
+        result = run.results[0]
         output, metrics = result.text, result.metrics()
         if strategy.chain_of_thought:
-            from engine.strategies import extract_answer
-
-            answer = extract_answer(result.text, strategy.answer_pattern)
+            answer = run.answer
             metrics["answer"] = answer
             _note(f"answer: {answer if answer is not None else '(none found)'}")
         _note(f"{result.prompt_tokens} prompt tokens, {result.completion_tokens} new · "
@@ -195,25 +196,17 @@ def _load(model: str | None, adapter: str | None, quantize: str | None = None,
 
 def _self_consistency(generator: Any, built: Any, params: Any,
                       strategy: Any) -> tuple[str, dict[str, Any]]:
-    from dataclasses import replace
-
-    from engine.strategies import self_consistency
+    from engine.strategy_run import run_strategy
 
     if params.greedy:
         _note("warning: self-consistency with temperature 0 repeats one answer; "
               "use --temperature 0.7")
-    results = []
-
-    def sample(i: int) -> str:
-        _stream(f"--- sample {i + 1}/{strategy.samples} ---\n")
-        seed = None if params.seed is None else params.seed + i
-        result = generator.generate(built.input_ids, replace(params, seed=seed),
-                                    on_text=_stream, prefix_len=built.prefix_len)
-        _stream("\n")
-        results.append(result)
-        return result.text
-
-    vote = self_consistency(sample, strategy.samples, strategy.answer_pattern)
+    # Sampled as asked: --temperature 0 stays greedy (the warning above says so).
+    run = run_strategy(generator, built, strategy, params, greedy_fallback=None,
+                       on_start=lambda i: _stream(f"--- sample {i + 1}/{strategy.samples} ---\n"),
+                       on_text=lambda _index, delta: _stream(delta),
+                       on_end=lambda _index, _result: _stream("\n"))
+    vote, results = run.vote, run.results
     agreeing = round(vote.agreement * len(vote.answers))
     shown = vote.answer if vote.answer is not None else "(no answer found)"
     _stream(f"--- vote ---\nAnswer: {shown}\n")
@@ -224,10 +217,10 @@ def _self_consistency(generator: Any, built: Any, params: Any,
     metrics = {
         "answer": vote.answer, "agreement": vote.agreement, "answers": vote.answers,
         "prompt_tokens": built.budget.used,
-        "completion_tokens": sum(r.completion_tokens for r in results),
+        "completion_tokens": run.completion_tokens,
         "ttft_s": results[0].ttft_s if results else 0.0,
         "tokens_per_s": (sum(r.tokens_per_s for r in results) / len(results)) if results else 0.0,
-        "total_s": sum(r.total_s for r in results),
+        "total_s": run.total_s,
         "reused_prefix_tokens": sum(r.reused_prefix_tokens for r in results),
     }
     return output, metrics
