@@ -7,8 +7,9 @@ from textual.widgets import Input, Select, SelectionList, TabbedContent, TextAre
 from engine.store import Store
 from tui.app import TunedeckApp
 from tui.screens.history import SEARCH_DELAY, HistoryScreen
-from tui.screens.playground import PlaygroundScreen, parse_stops
+from tui.screens.playground import PlaygroundScreen
 from tui.widgets.completion_view import CompletionUpdate, CompletionView
+from tui.widgets.strategy_form import parse_stops
 from tui.widgets.token_meter import TokenMeter
 
 

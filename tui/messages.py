@@ -25,3 +25,28 @@ class LoadProgress(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, LoadProgress)
+
+
+@dataclass
+class DatasetLoaded(Message):
+    """A worker finished reading a dataset: its rows, or why not (`error`, already described)."""
+
+    path: str
+    examples: list[Any] | None = None
+    error: str = ""
+
+
+@dataclass
+class GenerationFinished(Message):
+    """A generation worker ended: "done", "cancelled" or "failed" (with the error's words)."""
+
+    outcome: str
+    error: str = ""
+
+
+@dataclass
+class EvaluationFinished(Message):
+    """An evaluation worker ended: its result (an `engine.evaluation.MatrixResult`), or None
+    when it failed (the screen's error path has shown why)."""
+
+    result: Any = None
