@@ -30,8 +30,9 @@ from textual.widgets import (
     SelectionList,
     Static,
 )
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
+from tui.messages import EvaluationFinished
 from tui.screens.base import WorkbenchScreen
 
 DATASETS = (("text-to-SQL", "sample_data/text_to_sql"), ("sentiment", "sample_data/sentiment"),
@@ -295,7 +296,7 @@ class EvaluateScreen(WorkbenchScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate",
           description="Evaluation")
     def run_matrix(self, spec: Any, columns: list[Any], loaded: Any,
-                   cancel: threading.Event) -> Any:
+                   cancel: threading.Event) -> None:
         from engine.evaluation import run_matrix
         from engine.formatting import duration
 
@@ -307,8 +308,12 @@ class EvaluateScreen(WorkbenchScreen):
         def status(text: str) -> None:
             self.post_message(EvalProgressUpdate(text, None))
 
-        return run_matrix(spec, columns, loaded=loaded, progress=progress, cancel=cancel,
-                          status=status)
+        result = None
+        try:
+            result = run_matrix(spec, columns, loaded=loaded, progress=progress, cancel=cancel,
+                                status=status)
+        finally:  # a failure also goes through the screen's error path (worker_failed)
+            self.post_message(EvaluationFinished(result))
 
     def on_eval_progress_update(self, message: EvalProgressUpdate) -> None:
         if not self._evaluating:
@@ -318,13 +323,11 @@ class EvaluateScreen(WorkbenchScreen):
             self.query_one("#eval-progress", ProgressBar).update(total=1000,
                                                                  progress=1000 * message.fraction)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "evaluate":
-            return
-        if event.state == WorkerState.SUCCESS:
-            self._evaluating = False
-            self.query_one("#eval-progress", ProgressBar).display = False
-            result = event.worker.result
+    def on_evaluation_finished(self, message: EvaluationFinished) -> None:
+        self._evaluating = False
+        self.query_one("#eval-progress", ProgressBar).display = False
+        result = message.result
+        if result is not None:
             self.show_result(result)
             where = f" Saved to {result.saved_to}." if result.saved_to else ""
             verb = "Cancelled" if result.cancelled else "Done"
@@ -332,9 +335,6 @@ class EvaluateScreen(WorkbenchScreen):
                             f"columns in {result.seconds:.0f} s.{where}")
             for warning in result.warnings:
                 self.notify(warning, severity="warning", timeout=15)
-        elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
-            self._evaluating = False
-            self.query_one("#eval-progress", ProgressBar).display = False
 
     def worker_failed(self, worker: Worker, message: str) -> None:
         self.set_status(message, error=True)

@@ -1,14 +1,16 @@
 """Playground: edit a prompt template, fill its variables, pick a strategy and watch it generate.
 
 The left column holds four tabs (template, inputs, strategy, rendered prompt); the right column
-the live token meter and the output, one pane per strategy in compare mode. Generation runs in a
-thread worker: the strategy's generation loop is `engine.strategy_run.run_strategy` (one
-self-consistency, shared with the CLI), streamed as coalesced `CompletionUpdate` messages, with a
-cancel event checked before every token; the worker ends with a typed `GenerationFinished`.
-The Inputs and Strategy tabs are widgets of their own (`tui.widgets.prompt_inputs`,
-`tui.widgets.strategy_form`). Every finished run is recorded in the history store; in single-run mode the
-rating bar under the output then points at that try, so the Rate screen's keys (1-5, + / -, e)
-rate it in place.
+the live token meter and the output, one pane per strategy in compare mode. Every finished run
+is recorded in the history store; in single-run mode the rating bar under the output then points
+at that try, so the Rate screen's keys (1-5, + / -, e) rate it in place.
+
+Where the parts live: the Inputs and Strategy tabs are widgets (`tui.widgets.prompt_inputs`,
+`tui.widgets.strategy_form`); rendering and counting the prompt is `playground_prompt`; runs
+(jobs, the worker, the history record) are `playground_run`, whose loop is
+`engine.strategy_run.run_strategy` (the one self-consistency, shared with the CLI); layout modes
+and saved settings are `playground_modes` and `playground_settings`. This file composes the
+screen and holds the template list, the dataset worker, panes, rating and history.
 """
 
 from __future__ import annotations

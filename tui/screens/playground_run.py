@@ -51,7 +51,6 @@ class JobDone(Message):
     try_id: int | None = None  # the history row of this run (None: it could not be recorded)
 
 
-
 class PlaygroundRun(Screen):
     _generating = False
     _compare = False
