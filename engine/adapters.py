@@ -293,13 +293,17 @@ class AdapterSet:
         _quiet_transformers()
         from peft import PeftModel
 
+        from engine.notices import peft_wrapping
+
         self._check_fits(info)
         try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.loaded.model, str(info.path),
-                                                      adapter_name=name, is_trainable=False)
-            else:
-                self.peft.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
+            with peft_wrapping():  # PEFT's read of a deprecated transformers alias (engine.notices)
+                if self.peft is None:
+                    self.peft = PeftModel.from_pretrained(self.loaded.model, str(info.path),
+                                                          adapter_name=name, is_trainable=False)
+                else:
+                    self.peft.load_adapter(str(info.path), adapter_name=name,
+                                           is_trainable=False)
         except (ValueError, RuntimeError, KeyError, OSError) as err:
             raise TunedeckError(
                 f"Could not put adapter {info.label} on {self.loaded.info.name}: "

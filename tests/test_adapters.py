@@ -95,6 +95,21 @@ def test_read_run_config_is_empty_for_any_broken_file(tmp_path, content):
 # --------------------------------------------------------------------------- switching
 
 
+def test_attaching_an_adapter_prints_no_warning_about_library_internals(tiny_model_dir):
+    """PEFT reads a transformers alias deprecated in 5.x (a FutureWarning on every load): noise
+    about their code, not the user's, in the Playground, eval and `prompt --adapter`."""
+    import warnings
+
+    run = make_run(tiny_model_dir, name="quiet", checkpoints=(20,))
+    loaded = models.load(str(tiny_model_dir))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aset = AdapterSet.of(loaded)
+        aset.attach(run.id)
+        aset.attach(f"{run.id}:checkpoint-20")  # the second goes through load_adapter
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_hot_swap_changes_output_and_switching_back_restores_it(tiny_model_dir):
     run = make_run(tiny_model_dir, name="swap", checkpoints=(20,))
     loaded = models.load(str(tiny_model_dir))
