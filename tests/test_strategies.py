@@ -13,6 +13,7 @@ from engine.strategies import (
     majority_vote,
     select_examples,
     self_consistency,
+    vote,
 )
 from engine.templates import PromptTemplate, get_template
 
@@ -239,6 +240,71 @@ def test_self_consistency_votes_over_samples():
     assert vote.answers == ["4", "5", "4", None]
     assert (vote.answer, vote.agreement) == ("4", 0.5)
     assert vote.completions == outputs
+
+
+def test_the_vote_picks_the_first_completion_that_gave_the_answer():
+    voted = vote(["a\nAnswer: 5", "b\nAnswer: 4", "c\nAnswer:  4 ", "d"], extract_answer)
+    assert (voted.answer, voted.winner) == ("4", "b\nAnswer: 4")
+    assert vote(["none", "at all"], extract_answer).winner == "none"
+
+
+class _FakeGenerator:
+    """Stands in for engine.generation.Generator: one scripted text per call."""
+
+    def __init__(self, texts, cancel_at=None):
+        self.texts, self.cancel_at, self.calls = list(texts), cancel_at, []
+
+    def generate(self, input_ids, params, on_text=None, cancel=None, prefix_len=0):
+        from engine.generation import GenerationResult
+
+        index = len(self.calls)
+        self.calls.append(params)
+        text = self.texts[index]
+        if on_text:
+            on_text(text)
+        if self.cancel_at == index and cancel is not None:
+            cancel.set()
+        reason = "cancelled" if cancel is not None and cancel.is_set() else "eos"
+        return GenerationResult(text, len(input_ids), 3, 0.1, 10.0, 0.4, reason)
+
+
+def _built():
+    from engine.strategies import Budget, BuiltPrompt
+
+    return BuiltPrompt(None, "q", [1, 2, 3], 0, 0, 0, [], Budget(3, 100, 200))
+
+
+def test_run_strategy_samples_with_a_seed_each_and_votes():
+    import threading
+
+    from engine.generation import GenerationParams
+    from engine.strategy_run import run_strategy
+
+    generator = _FakeGenerator(["Answer: 4", "Answer: 5", "Answer: 4"])
+    streamed = []
+    run = run_strategy(generator, _built(), StrategyConfig(kind="self-consistency", samples=3),
+                       GenerationParams(), on_text=lambda i, d: streamed.append((i, d)))
+    assert (run.answer, run.vote.agreement, run.completion_tokens) == ("4", 2 / 3, 9)
+    assert [(p.temperature, p.seed) for p in generator.calls] == [(0.7, 0), (0.7, 1), (0.7, 2)]
+    assert [i for i, _ in streamed] == [0, 1, 2]
+    # As asked (the CLI): greedy stays greedy; a cancel ends the drawing after its sample.
+    generator = _FakeGenerator(["Answer: 1", "Answer: 2", "Answer: 3"], cancel_at=1)
+    run = run_strategy(generator, _built(), StrategyConfig(kind="self-consistency", samples=3),
+                       GenerationParams(seed=7), cancel=threading.Event(), greedy_fallback=None)
+    assert [(p.temperature, p.seed) for p in generator.calls] == [(0.0, 7), (0.0, 8)]
+    assert run.cancelled and run.vote.answers == ["1", "2"]
+
+
+def test_run_strategy_generates_once_and_reads_a_cot_answer():
+    from engine.generation import GenerationParams
+    from engine.strategy_run import run_strategy
+
+    params = GenerationParams(temperature=0.0)
+    generator = _FakeGenerator(["thinking\nAnswer: 12"])
+    run = run_strategy(generator, _built(), StrategyConfig(kind="cot"), params)
+    assert (run.answer, run.vote, generator.calls) == ("12", None, [params])
+    run = run_strategy(_FakeGenerator(["Paris"]), _built(), StrategyConfig(), params)
+    assert (run.answer, run.answers, run.texts) == (None, [], ["Paris"])
 
 
 def test_self_consistency_prompt_is_few_shot_cot_with_examples_else_zero_shot_cot(tokenizer):
