@@ -71,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("target", nargs="?", default=None,
                    help="show: a try id; export: the output .jsonl file")
     h.add_argument("--search", default=None, help="list: only tries mentioning this text")
+    h.add_argument("--force", action="store_true",
+                   help="export: replace the output file if it exists")
     h.add_argument("--limit", type=int, default=20)
     h.add_argument("--format", choices=("table", "json"), default="table", dest="list_format",
                    help="list / show: lines (default) or json, for scripts")
@@ -264,8 +266,13 @@ def run_history(args: argparse.Namespace) -> int:
             if not args.target:
                 raise TunedeckError("history export needs an output file: "
                                     "tunedeck history export tries.jsonl")
-            count = store.export_tries_jsonl(Path(args.target))
-            print(f"{count} tries written to {args.target}")
+            from engine import paths
+            from engine.safe_write import check_target
+
+            target = check_target(Path(args.target), force=args.force, inputs=[paths.db_path()],
+                                  default_name="tries.jsonl", what="export")
+            count = store.export_tries_jsonl(target)
+            print(f"{count} tries written to {target}")
             return 0
         if args.action == "show":
             if not args.target or not args.target.isdigit():

@@ -74,6 +74,17 @@ def test_prompt_few_shot_from_a_data_file(default_model_dir, capsys):
     assert main(["history", "export", str(export)]) == 0
     [row] = [json.loads(line) for line in export.read_text().splitlines()]
     assert row["output"] == t.output
+    # An existing file is kept without --force; the history database is never the output.
+    capsys.readouterr()
+    assert main(["history", "export", str(export)]) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["history", "export", str(paths.db_path()), "--force"]) == 1
+    assert "is this command's input" in capsys.readouterr().err
+    assert main(["history", "export", str(export), "--force"]) == 0
+    folder = paths.home() / "exports"
+    folder.mkdir()
+    assert main(["history", "export", str(folder)]) == 0  # a folder: tries.jsonl in it
+    assert (folder / "tries.jsonl").read_text() == export.read_text()
     assert main(["history"]) == 0
     assert "sentiment" in capsys.readouterr().out
 
