@@ -241,7 +241,7 @@ async def test_ctrl_o_opens_the_last_run_launched_from_here_after_a_restart(monk
     fake_run("20251129-100000-other-c3d4", state="done")  # newer, not launched from here
     monkeypatch.setattr(preflight_module, "preflight",
                         lambda config, progress=None: fake_report())
-    monkeypatch.setattr(launch_module, "launch", lambda config: run)
+    monkeypatch.setattr(launch_module, "launch", lambda config, check=True: run)
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_train(pilot)

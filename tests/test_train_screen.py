@@ -198,7 +198,8 @@ async def test_failing_preflight_blocks_the_launch(monkeypatch):
     launched = []
     monkeypatch.setattr(preflight_module, "preflight", lambda config, progress=None:
                         fake_report(ok=False))
-    monkeypatch.setattr(launch_module, "launch", lambda config: launched.append(config))
+    monkeypatch.setattr(launch_module, "launch",
+                        lambda config, check=True: launched.append((config, check)))
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4", "ctrl+l")
@@ -315,3 +316,47 @@ def test_snapshot_train_screen_with_a_report(snap_compare):
 
     assert snap_compare(TunedeckApp(load_model=False), terminal_size=(100, 30),
                         run_before=show_report)
+
+
+async def test_a_launch_runs_the_preflight_once(monkeypatch):
+    """Ctrl+L checks the form once; `launch` is then told not to check again."""
+    import engine.training.launch as launch_module
+    import engine.training.preflight as preflight_module
+
+    checks, launched = [], []
+    run = SimpleNamespace(id="20260101-000000-lora-abcd")
+    monkeypatch.setattr(preflight_module, "preflight",
+                        lambda config, progress=None: checks.append(config) or fake_report())
+    monkeypatch.setattr(launch_module, "launch",
+                        lambda config, check=True: launched.append(check) or run)
+    monkeypatch.setattr("tui.screens.train.remember_run", lambda run: "")
+    monkeypatch.setattr("tui.screens.train.RunViewScreen", lambda run: _Blank())
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(checks) == 1 and launched == [False]
+
+
+async def test_a_config_with_a_method_the_form_lacks_is_an_error_naming_the_choices():
+    from engine.training.config import TrainConfig
+
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        screen.fill(TrainConfig(method="sft"))
+        await pilot.pause()
+        report = str(screen.query_one("#preflight-report").render())
+        assert "method: 'sft' is not one the Train form trains" in report
+        assert "auto, full, lora, qlora, dora" in report
+
+
+def _Blank():
+    from textual.screen import Screen
+
+    return Screen()

@@ -50,3 +50,42 @@ class EvaluationFinished(Message):
     when it failed (the screen's error path has shown why)."""
 
     result: Any = None
+
+
+@dataclass
+class SettingsFitted(Message):
+    """The Train screen's fit worker: the settings suggested for the model and dataset."""
+
+    suggestion: Any  # engine.training.suggest.Suggestion
+    force: bool  # fit every field, not only those the user left alone
+
+
+@dataclass
+class PreflightDone(Message):
+    """The Train screen's pre-flight (and launch) worker finished."""
+
+    key: dict[str, Any]  # the config, as a dict, the report was made for
+    report: Any  # engine.training.preflight.PreflightReport
+    run: Any = None  # engine.training.rundir.RunDir when it launched
+
+
+@dataclass
+class AdapterSwitched(Message):
+    """The Playground's adapter worker ended: the adapter (or the base) in use, the line saying
+    which base it runs on, warnings, and a base it had to load; or why not (`error`)."""
+
+    label: str = ""
+    line: str = ""
+    warnings: list[str] | None = None
+    new_base: Any = None  # engine.models.LoadedModel when the adapter's own base was loaded
+    base_ref: str = ""
+    error: str = ""
+
+
+@dataclass
+class ModelLoaded(Message):
+    """The App's model worker ended: the loaded model, or why not (`error`, described)."""
+
+    ref: str
+    loaded: Any = None  # engine.models.LoadedModel
+    error: str = ""

@@ -3,9 +3,11 @@ example config), the pre-flight panel, and the launch key. Launching starts a de
 and opens its live view; the run goes on when the view or the app closes.
 
 Pre-flight and launch run in one thread worker group ("train"): pre-flight loads the tokenizer
-and the model, and `launch` is kept off the UI thread too. Fitting the form to the data
-(`engine.training.suggest`) runs in its own group ("fit"): on opening, when the model or dataset
-field is changed, and on Ctrl+G. A field the user has edited keeps its value unless Ctrl+G asks.
+and the model, and `launch` is kept off the UI thread too; a launch runs the pre-flight once (a
+passing check of the same config is not repeated, and `launch` does not check again). Fitting
+the form to the data (`engine.training.suggest`) runs in its own group ("fit"): on opening, when
+the model or dataset field is changed, and on Ctrl+G. Workers post their results as typed
+messages (`tui.messages.SettingsFitted`, `PreflightDone`); their errors reach `worker_failed`. A field the user has edited keeps its value unless Ctrl+G asks.
 `engine.training.*` is imported inside the functions, so opening this screen never pulls in
 torch.
 """
@@ -22,18 +24,25 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.events import Resize
 from textual.widgets import Footer, Header, Input, Label, Select, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, get_current_worker
 
 from engine.errors import TunedeckError
 from engine.formatting import duration
-from tui.messages import LoadProgress
+from tui.messages import LoadProgress, PreflightDone, SettingsFitted
 from tui.screens.base import WorkbenchScreen
 from tui.screens.run_view import RunViewScreen
 
-METHODS = ("auto", "full", "lora", "qlora", "dora")  # auto: qlora on CUDA, lora elsewhere
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # engine.training.config.PRECISIONS
 WIDE_COLUMNS, NARROW_COLUMNS = 110, 72  # terminal widths where the columns change shares
 LAST_RUN_FILE = "last-train-run"  # in the data home: the run Ctrl+O opens, across restarts
+
+
+def form_methods() -> tuple[str, ...]:
+    """The methods the form offers: the supervised ones of the config (auto: qlora on CUDA,
+    lora elsewhere); preference training needs a preference dataset and starts from a config."""
+    from engine.training.config import SFT_METHODS
+
+    return SFT_METHODS
 
 
 @dataclass(frozen=True)
@@ -245,8 +254,8 @@ class TrainScreen(WorkbenchScreen):
                     yield Select([], prompt="defaults", id="example", compact=True)
                 with Horizontal(classes="form-row"):
                     yield Label("method")
-                    yield Select([(m, m) for m in METHODS], allow_blank=False, value="qlora",
-                                 id="field-method", compact=True)
+                    yield Select([(m, m) for m in form_methods()], allow_blank=False,
+                                 value="qlora", id="field-method", compact=True)
                 with Horizontal(classes="form-row"):
                     yield Label("precision")
                     yield Select([(p, p) for p in PRECISIONS], allow_blank=False, value="auto",
@@ -291,8 +300,18 @@ class TrainScreen(WorkbenchScreen):
     def fill(self, config: Any) -> None:
         """Show `config` in the form; it is also the base for the settings the form lacks."""
         self.base = config
-        self.query_one("#field-method", Select).value = (
-            config.method if config.method in METHODS else "qlora")
+        methods = form_methods()
+        method = self.query_one("#field-method", Select)
+        if config.method in methods:
+            method.value = config.method
+        else:  # shown, never silently replaced by another method
+            from engine.training.config import TrainConfig
+
+            method.value = TrainConfig.method
+            self.show_error(f"method: {config.method!r} is not one the Train form trains; "
+                            f"choose one of {', '.join(methods)} (the method field now says "
+                            f"{method.value}). Preference training (dpo, kto) starts from "
+                            "`tunedeck train CONFIG`.")
         self.query_one("#field-precision", Select).value = (
             config.precision if config.precision in PRECISIONS else "auto")
         for field in FIELDS:
@@ -340,8 +359,14 @@ class TrainScreen(WorkbenchScreen):
     def _fit_worker(self, config: Any, force: bool) -> tuple[Any, bool]:
         from engine.training.suggest import suggest
 
-        return suggest(config, progress=lambda text: self.post_message(
-            LoadProgress(str(text)))), force
+        suggestion = suggest(config, progress=lambda text: self.post_message(
+            LoadProgress(str(text))))
+        if not get_current_worker().is_cancelled:  # an example chosen meanwhile wins
+            self.post_message(SettingsFitted(suggestion, force))
+        return suggestion, force
+
+    def on_settings_fitted(self, message: SettingsFitted) -> None:
+        self.apply_fit(message.suggestion, message.force)
 
     def apply_fit(self, suggestion: Any, force: bool) -> None:
         """Show the suggested values in the fields the user has not edited (all if `force`)."""
@@ -424,29 +449,26 @@ class TrainScreen(WorkbenchScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="train",
           description="Pre-flight")
     def _train_worker(self, config: Any, key: dict[str, Any], report: Any,
-                      launch: bool) -> tuple[dict[str, Any], Any, Any]:
+                      launch: bool) -> None:
         if report is None:
             from engine.training.preflight import preflight
 
             report = preflight(config, progress=lambda text: self.post_message(
                 LoadProgress(str(text))))
-        if not launch or not report.ok:
-            return key, report, None
-        from engine.training.launch import launch as start
+        run = None
+        if launch and report.ok:
+            from engine.training.launch import launch as start
 
-        self.post_message(LoadProgress("Starting the runner…"))
-        return key, report, start(config)
+            self.post_message(LoadProgress("Starting the runner…"))
+            run = start(config, check=False)  # the pre-flight above is the check
+        if run is not None or not get_current_worker().is_cancelled:  # a later check wins
+            self.post_message(PreflightDone(key, report, run))
 
     def on_load_progress(self, message: LoadProgress) -> None:
         self.set_status(message.text)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "fit" and event.state == WorkerState.SUCCESS:
-            self.apply_fit(*event.worker.result)
-            return
-        if event.worker.group != "train" or event.state != WorkerState.SUCCESS:
-            return
-        self._report_for, report, run = event.worker.result
+    def on_preflight_done(self, message: PreflightDone) -> None:
+        self._report_for, report, run = message.key, message.report, message.run
         self.report = report
         self.show_report(report)
         if run is not None:
