@@ -15,9 +15,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.worker import Worker, WorkerState
 
-from tui.messages import ModelStateChanged
+from tui.messages import ModelLoaded, ModelStateChanged
 from tui.screens.registry import SCREENS
 
 
@@ -77,29 +76,33 @@ class TunedeckApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model",
           description="Loading the model")
-    def _load_model_worker(self, ref: str) -> Any:
+    def _load_model_worker(self, ref: str) -> None:
         from engine import models
+        from tui.screens.base import describe_error
 
         def progress(text: str) -> None:
             self.call_from_thread(setattr, self, "model_detail", text)
 
-        return models.load(ref, progress=progress)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "model":
+        try:
+            loaded = models.load(ref, progress=progress)
+        except Exception as err:  # shown as the model's state, on every screen
+            self.post_message(ModelLoaded(ref, error=describe_error(err)))
             return
-        if event.state == WorkerState.SUCCESS:
-            self.loaded = event.worker.result
-            self.model_info = self.loaded.info
-            self.model_detail = ""
-            self.model_state = "ready"
-            self._post_model_state("ready", "", self.model_info)
-        elif event.state == WorkerState.ERROR:
-            from tui.screens.base import describe_error
+        self.post_message(ModelLoaded(ref, loaded))
 
-            self.model_detail = describe_error(event.worker.error)
+    def on_model_loaded(self, event: ModelLoaded) -> None:
+        if event.ref != self.model_ref:  # overtaken by a later choice of model
+            return
+        if event.error:
+            self.model_detail = event.error
             self.model_state = "error"
             self._post_model_state("error", self.model_detail)
+            return
+        self.loaded = event.loaded
+        self.model_info = self.loaded.info
+        self.model_detail = ""
+        self.model_state = "ready"
+        self._post_model_state("ready", "", self.model_info)
 
     def _post_model_state(self, state: str, detail: str, info: Any = None) -> None:
         for screen in self._installed_and_stacked_screens():

@@ -13,8 +13,9 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
-from textual.worker import Worker, WorkerState
 
+from tui.messages import AdapterSwitched
+from tui.screens.base import describe_error
 from tui.screens.reference_picker import ReferencePicker
 
 BASE = ":base"  # the choice "no adapter"; never a valid adapter reference
@@ -135,44 +136,47 @@ class AdapterControls(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="adapter",
           description="Loading the adapter")
-    def _switch_adapter(self, loaded: Any, ref: str) -> tuple[str, str, list[str], Any, str]:
-        """(label, the line saying which base, warnings, a newly loaded base or None, its ref).
-        An adapter goes on the base it was trained against: the active model when it is that
-        base, else that base is loaded here (and becomes the active model)."""
+    def _switch_adapter(self, loaded: Any, ref: str) -> None:
+        """Posts `AdapterSwitched`. An adapter goes on the base it was trained against: the
+        active model when it is that base, else that base is loaded here (and becomes the
+        active model)."""
         from engine.adapter_base import ensure_base
         from engine.adapters import AdapterSet, resolve
 
-        if ref == BASE:
-            AdapterSet.of(loaded).activate(None)
-            return "base model (no adapter)", "", [], None, ""
-        info = resolve(ref)
-        base, plan, warnings = ensure_base(
-            info, loaded, progress=lambda text: self.app.call_from_thread(self._set_status, text))
-        AdapterSet.of(base).attach(info)
-        return (info.label, plan.line, warnings, base if base is not loaded else None,
-                plan.model or "")
+        try:
+            if ref == BASE:
+                AdapterSet.of(loaded).activate(None)
+                self.post_message(AdapterSwitched("base model (no adapter)"))
+                return
+            info = resolve(ref)
+            base, plan, warnings = ensure_base(
+                info, loaded,
+                progress=lambda text: self.app.call_from_thread(self._set_status, text))
+            AdapterSet.of(base).attach(info)
+        except Exception as err:
+            self.post_message(AdapterSwitched(error=describe_error(err)))
+            raise  # the screen's error path tells the user too
+        self.post_message(AdapterSwitched(info.label, plan.line, warnings,
+                                          base if base is not loaded else None,
+                                          plan.model or ""))
 
-    @on(Worker.StateChanged)
-    def _adapter_worker_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "adapter" or event.state not in (
-                WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            return
+    @on(AdapterSwitched)
+    def _adapter_switched(self, event: AdapterSwitched) -> None:
         self._adapter_busy = False
-        if event.state == WorkerState.SUCCESS:
-            label, line, warnings, new_base, base_ref = event.worker.result
-            if new_base is not None:
-                self.app.adopt_model(new_base, base_ref or new_base.info.ref)
-            self.sub_title = "" if label.startswith("base model") else f"adapter: {label}"
-            hint = "" if label.startswith("base model") else " Ctrl+B compares it with the base."
-            # After the model-state message adopting a base posts (it resets the status).
-            self.call_later(self._set_status,
-                            f"{line}. Using it.{hint}" if line else f"Using {label}.{hint}")
-            for warning in warnings:
-                self.notify(warning, title="Adapter", severity="warning", timeout=8)
-        elif event.state == WorkerState.ERROR:
-            from tui.screens.base import describe_error
-
-            self._set_status(describe_error(event.worker.error), error=True)
+        if event.error:
+            self._set_status(event.error, error=True)
+            return
+        label = event.label
+        if event.new_base is not None:
+            self.app.adopt_model(event.new_base, event.base_ref or event.new_base.info.ref)
+        self.sub_title = "" if label.startswith("base model") else f"adapter: {label}"
+        hint = "" if label.startswith("base model") else " Ctrl+B compares it with the base."
+        # After the model-state message adopting a base posts (it resets the status).
+        self.call_later(self._set_status,
+                        f"{event.line}. Using it.{hint}" if event.line
+                        else f"Using {label}.{hint}")
+        for warning in event.warnings or []:
+            self.notify(warning, title="Adapter", severity="warning", timeout=8)
 
     def action_toggle_adapter_compare(self) -> None:
         if getattr(self, "_generating", False):
