@@ -51,7 +51,7 @@ def test_no_evaluation_no_cost():
 
 
 def test_the_preflight_panel_shows_what_the_time_is_made_of():
-    from tui.screens.train import report_content
+    from tui.widgets.preflight_report import report_content
 
     report = SimpleNamespace(
         ok=True, errors=[], warnings=["limit 80 (set in the config): only the first 80 "
