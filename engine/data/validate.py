@@ -27,6 +27,7 @@ from engine.data.schema import (
     normalize,
     same_family,
 )
+from engine.data.tokens import TokenCounter
 from engine.errors import TunedeckError
 
 ISSUES_KEPT_PER_CODE = 1000
@@ -295,8 +296,6 @@ def validate(path: str | Path, mapping: dict[str, str] | None = None, split: str
     batch: list[Example] = []
     counter = None
     if tokenizer is not None and max_len:
-        from engine.data.stats import TokenCounter
-
         counter = TokenCounter(tokenizer)
     last = 0.0
     for example in sc:
