@@ -230,13 +230,13 @@ def _self_consistency(generator: Any, built: Any, params: Any,
 
 def _save(args: argparse.Namespace, loaded: Any, template: Any, strategy: Any, params: Any,
           values: dict, built: Any, output: str, metrics: dict) -> None:
-    from engine.store import Store
+    from engine.store import HistoryStore
     from engine.templates import template_to_yaml
 
     strategy_record = strategy.as_dict()
     if args.data is not None:
         strategy_record["data"] = str(Path(args.data).resolve())
-    with Store() as store:
+    with HistoryStore() as store:
         from engine.adapters import active_ref
 
         try_id = store.add_try(model=loaded.info.name, adapter=active_ref(loaded), template=template.name,
@@ -259,9 +259,9 @@ def _print_json(tries: list) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     from cli.console import console
-    from engine.store import Store
+    from engine.store import HistoryStore
 
-    with Store() as store:
+    with HistoryStore() as store:
         if args.action == "export":
             if not args.target:
                 raise TunedeckError("history export needs an output file: "

@@ -46,8 +46,8 @@ def _v2_adapter_metrics(db: sqlite3.Connection) -> None:
 
 
 def _v3_ratings(db: sqlite3.Connection) -> None:
-    # Rated completions, ratings and A/B pairs; the schema lives with engine/ratings.py.
-    from engine.ratings import migrate_ratings
+    # Rated completions, ratings and A/B pairs; the schema lives in engine/ratings/schema.py.
+    from engine.ratings.schema import migrate_ratings
 
     migrate_ratings(db)
 
@@ -231,8 +231,9 @@ class Database:
         self.close()
 
 
-class Store(Database):
-    """The tries of the prompt lab; safe to share between threads."""
+class HistoryStore(Database):
+    """The history of the prompt lab: its tries (ratings are `engine.ratings.RatingStore`, in the
+    same file); safe to share between threads."""
 
     @property
     def schema_version(self) -> int:

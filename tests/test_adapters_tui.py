@@ -10,7 +10,7 @@ from textual.widgets import Input, OptionList, TextArea
 from cli.main import main
 from engine import models
 from engine.adapters import AdapterSet
-from engine.store import Store
+from engine.store import HistoryStore
 from tui.app import TunedeckApp
 from tui.widgets.completion_view import CompletionView
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:Fu
 
 
 def _tries_adapters() -> list[str | None]:
-    with Store() as store:
+    with HistoryStore() as store:
         return [t.adapter for t in store.list_tries()]
 
 

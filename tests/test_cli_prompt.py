@@ -10,7 +10,7 @@ import pytest
 from cli.main import main
 from engine import paths
 from engine.data import sample_path
-from engine.store import Store
+from engine.store import HistoryStore
 
 
 class Recorder:
@@ -43,7 +43,7 @@ def test_prompt_streams_the_real_default_model_and_records_the_try(default_model
     assert len(pieces) >= 4  # streamed token by token, not printed once at the end
     err = capsys.readouterr().err
     assert "prompt tokens" in err and "saved as try #1" in err
-    with Store() as store:
+    with HistoryStore() as store:
         [t] = store.list_tries()
     assert t.model == "smollm2-135m-instruct" and t.adapter is None
     assert t.template == "instruction" and t.strategy["kind"] == "zero-shot"
@@ -63,7 +63,7 @@ def test_prompt_few_shot_from_a_data_file(default_model_dir, capsys):
     assert rc == 0
     captured = capsys.readouterr()
     assert captured.out.strip()
-    with Store() as store:
+    with HistoryStore() as store:
         [t] = store.list_tries()
     assert t.strategy["kind"] == "few-shot" and t.strategy["selection"] == "similar"
     assert t.strategy["data"].endswith("train.jsonl")
@@ -97,7 +97,7 @@ def test_self_consistency_votes_over_samples(tiny_model_dir, capsys):
     captured = capsys.readouterr()
     assert captured.out.count("--- sample ") == 3 and "--- vote ---" in captured.out
     assert "agreement" in captured.err
-    with Store() as store:
+    with HistoryStore() as store:
         [t] = store.list_tries()
     assert len(t.metrics["answers"]) == 3 and 0.0 <= t.metrics["agreement"] <= 1.0
     assert t.params["temperature"] == 0.7  # sampling is on by default for self-consistency
@@ -139,7 +139,7 @@ def test_prompt_with_an_adapter_records_it(tiny_model_dir, capsys):
     run = make_run(tiny_model_dir, name="cli-adapter")
     rc = main(["prompt", "--adapter", run.id, "--input", "hi", "--max-new-tokens", "3"])
     assert rc == 0, capsys.readouterr().err
-    with Store() as store:
+    with HistoryStore() as store:
         [t] = store.list_tries()
     assert t.adapter and run.id in t.adapter
     assert t.model == tiny_model_dir.name  # the adapter's own base model was loaded

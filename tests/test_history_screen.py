@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from engine.store import Store
+from engine.store import HistoryStore
 from tui.app import TunedeckApp
 from tui.screens import history
 from tui.screens.history import HistoryScreen
 
 
-class CountingStore(Store):
+class CountingStore(HistoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.searches: list[str | None] = []
@@ -20,14 +20,14 @@ class CountingStore(Store):
         return super().list_tries(*args, **kwargs)
 
 
-def two_tries(store: Store) -> None:
+def two_tries(store: HistoryStore) -> None:
     for template, text in (("instruction", "hello there"), ("sentiment", "great")):
         store.add_try(model="m", adapter=None, template=template, template_text="{{ prompt }}",
                       strategy={"kind": "zero-shot"}, params={}, inputs={"prompt": text},
                       prompt_text=text, output="o", metrics={})
 
 
-async def open_history(pilot, store: Store) -> HistoryScreen:
+async def open_history(pilot, store: HistoryStore) -> HistoryScreen:
     screen = HistoryScreen(store)
     pilot.app.push_screen(screen)
     await pilot.pause()

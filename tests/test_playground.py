@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Input, Select, SelectionList, TabbedContent, TextArea
 
-from engine.store import Store
+from engine.store import HistoryStore
 from tui.app import TunedeckApp
 from tui.screens.history import SEARCH_DELAY, HistoryScreen
 from tui.screens.playground import PlaygroundScreen
@@ -88,7 +88,7 @@ async def test_type_run_stream_then_cancel_a_second_run(default_model):
         assert "cancelled" in pane.metrics
         assert pane.text and "Paris" not in pane.text
 
-    store = Store()
+    store = HistoryStore()
     tries = store.list_tries()
     store.close()
     assert [t.metrics["stop_reason"] for t in tries] == ["cancelled", "eos"]
@@ -216,7 +216,7 @@ async def test_run_without_a_model_says_so():
 
 
 async def test_history_restores_a_try_into_the_playground():
-    store = Store()
+    store = HistoryStore()
     store.add_try(model="m", adapter=None, template="instruction",
                   template_text="Say: {{ prompt }}",
                   strategy={"kind": "cot", "k": 2, "selection": "first",
@@ -254,7 +254,7 @@ async def test_history_restores_a_try_into_the_playground():
 
 
 async def test_history_exports_jsonl(tunedeck_home):
-    store = Store()
+    store = HistoryStore()
     store.add_try(model="m", adapter=None, template="t", template_text="{{ prompt }}",
                   strategy={}, params={}, inputs={"prompt": "p"}, prompt_text="p", output="o",
                   metrics={})

@@ -137,11 +137,11 @@ async def test_the_rating_keys_work_on_any_screen_that_mounts_the_bar():
     from textual.screen import Screen
     from textual.widgets import Input
 
-    from engine.store import Store
+    from engine.store import HistoryStore
     from tui.widgets.rating_bar import RATING_BINDINGS, RatingBar, RatingKeys
 
     store = fill()
-    with Store(store.path) as tries:
+    with HistoryStore(store.path) as tries:
         try_id = tries.add_try(model="m", adapter=None, template="generic", template_text="",
                                strategy={}, params={}, inputs={"prompt": "hi"},
                                prompt_text="hi", output="hello", metrics={})

@@ -16,7 +16,7 @@ from textual.widgets import Static, TextArea
 
 from engine.errors import TunedeckError
 from engine.ratings import RatingStore
-from engine.store import Store
+from engine.store import HistoryStore
 from tui.app import TunedeckApp
 from tui.widgets.completion_view import CompletionView
 from tui.widgets.rating_bar import RatingBar
@@ -52,7 +52,7 @@ async def test_playground_rates_the_run_it_just_recorded(default_model):
         ratings = bar.store
     assert ratings._db is None, "the ratings database was left open"
 
-    store = Store()
+    store = HistoryStore()
     (try_,) = store.list_tries()
     store.close()
     with RatingStore() as ratings:
@@ -129,7 +129,7 @@ async def test_run_view_follows_new_samples_and_numbers_a_step_s_second_sample()
 
 
 async def test_playground_ctrl_s_saves_the_ideal_answer_while_it_is_edited(tunedeck_home):
-    store = Store()
+    store = HistoryStore()
     try_id = store.add_try(model="m", adapter=None, template="instruction",
                            template_text="{{ prompt }}", strategy={"kind": "zero-shot"},
                            params={}, inputs={"prompt": "capital of France?"},

@@ -14,7 +14,7 @@ import pytest
 from engine import paths
 from engine.errors import TunedeckError
 from engine.ratings import RatingStore, build_export, chatml_messages
-from engine.store import SCHEMA_VERSION, Store
+from engine.store import SCHEMA_VERSION, HistoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n" \
@@ -33,7 +33,7 @@ def add(store: RatingStore, q: str, answer: str, source: str = "manual", chat: b
 
 
 def test_schema_is_one_migration_on_the_store(tmp_path):
-    with Store(tmp_path / "h.db") as store:
+    with HistoryStore(tmp_path / "h.db") as store:
         assert store.schema_version == SCHEMA_VERSION
     db = sqlite3.connect(tmp_path / "h.db")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -76,9 +76,9 @@ WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from engine.ratings import RatingStore
-    from engine.store import Store
+    from engine.store import HistoryStore
     db, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    store, tries = RatingStore(db), Store(db)
+    store, tries = RatingStore(db), HistoryStore(db)
     print("ready", flush=True)
     sys.stdin.readline()  # start together
     for i in range(n):
@@ -108,7 +108,7 @@ def test_two_processes_write_at_once(tmp_path):
         items = store.completions()
         assert len(items) == 80 and all(c.rated for c in items)
         assert {c.prompt.split()[0] for c in items} == {"tui", "cli"}
-    with Store(db) as tries:
+    with HistoryStore(db) as tries:
         assert tries.count_tries() == 80
 
 
@@ -138,7 +138,7 @@ def test_a_crash_mid_write_keeps_what_was_committed(tmp_path):
 
 def test_a_playground_try_keeps_its_provenance_and_messages(tmp_path):
     db = tmp_path / "h.db"
-    with Store(db) as store:
+    with HistoryStore(db) as store:
         tid = store.add_try(model="smollm2", adapter="run-7", template="sql",
                             template_text="...", strategy={"kind": "cot"},
                             params={"temperature": 0.2}, inputs={"prompt": "How many?"},

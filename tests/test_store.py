@@ -10,10 +10,10 @@ import pytest
 
 from engine import paths
 from engine.errors import TunedeckError
-from engine.store import MIGRATIONS, SCHEMA_VERSION, Store, migrate
+from engine.store import MIGRATIONS, SCHEMA_VERSION, HistoryStore, migrate
 
 
-def add(store: Store, text: str = "What is 2+2?", output: str = "4", **over) -> int:
+def add(store: HistoryStore, text: str = "What is 2+2?", output: str = "4", **over) -> int:
     fields = dict(model="smollm2-135m-instruct", adapter=None, template="instruction",
                   template_text="{{ prompt }}", strategy={"kind": "zero-shot", "k": 0},
                   params={"temperature": 0.0}, inputs={"prompt": text},
@@ -25,7 +25,7 @@ def add(store: Store, text: str = "What is 2+2?", output: str = "4", **over) -> 
 
 
 def test_created_on_first_use_in_wal_mode():
-    store = Store()
+    store = HistoryStore()
     assert not paths.db_path().exists()  # constructing it writes nothing
     add(store)
     assert paths.db_path().is_file()
@@ -36,7 +36,7 @@ def test_created_on_first_use_in_wal_mode():
 
 
 def test_add_get_list_search():
-    with Store() as store:
+    with HistoryStore() as store:
         first = add(store, "capital of France?", "Paris", adapter="runs/abc/adapter")
         second = add(store, "2+2 100%", "4")
         t = store.get_try(first)
@@ -57,20 +57,20 @@ def test_tries_and_ratings_share_one_timestamp(monkeypatch):
     """Every table stores the same UTC, whole-second ISO timestamp, from one helper."""
     from datetime import datetime
 
-    from engine import ratings
     from engine import store as store_module
+    from engine.ratings import store as ratings
 
     stamp = store_module.utc_now()
     assert datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0
     assert len(stamp) == len("2026-01-02T03:04:05+00:00")
     assert ratings._now is store_module.utc_now
     monkeypatch.setattr(store_module, "utc_now", lambda: "2001-02-03T04:05:06+00:00")
-    with Store() as store:
+    with HistoryStore() as store:
         assert store.get_try(add(store)).created_at == "2001-02-03T04:05:06+00:00"
 
 
 def test_export_jsonl(tmp_path):
-    with Store() as store:
+    with HistoryStore() as store:
         ids = [add(store, f"q{i}", f"a{i}") for i in range(3)]
         out = tmp_path / "out" / "tries.jsonl"
         assert store.export_tries_jsonl(out) == 3
@@ -82,7 +82,7 @@ def test_export_jsonl(tmp_path):
 
 
 def test_concurrent_writers_from_threads():
-    with Store() as store:
+    with HistoryStore() as store:
         threads = [threading.Thread(target=lambda: [add(store) for _ in range(10)])
                    for _ in range(4)]
         for th in threads:
@@ -113,7 +113,7 @@ def _version_1_database(path) -> None:
 def test_migrates_an_older_schema_in_place(tmp_path):
     path = tmp_path / "old.db"
     _version_1_database(path)
-    with Store(path) as store:
+    with HistoryStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION >= 2
         old = store.list_tries()[0]
         assert (old.model, old.output, old.adapter, old.metrics) == ("old", "hi there", None, {})
@@ -149,14 +149,14 @@ def test_newer_database_is_refused_clearly(tmp_path):
     db.commit()
     db.close()
     with pytest.raises(TunedeckError, match="newer than this tunedeck"):
-        Store(path).list_tries()
+        HistoryStore(path).list_tries()
 
 
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(TunedeckError, match="junk.db"):
-        Store(path).list_tries()
+        HistoryStore(path).list_tries()
 
 
 def test_concurrent_first_opens_migrate_once(tmp_path):
@@ -167,7 +167,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     def open_and_add() -> None:
         try:
             start.wait()
-            with Store(path) as store:
+            with HistoryStore(path) as store:
                 add(store)
         except BaseException as err:  # collected: a thread's failure must fail the test
             errors.append(err)
@@ -178,5 +178,5 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     for th in threads:
         th.join()
     assert errors == []
-    with Store(path) as store:
+    with HistoryStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION and store.count_tries() == 4

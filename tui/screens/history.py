@@ -103,9 +103,9 @@ class HistoryScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         if self._store is None:
-            from engine.store import Store
+            from engine.store import HistoryStore
 
-            self._store = Store()
+            self._store = HistoryStore()
         table = self.query_one("#history-table", DataTable)
         table.add_columns("#", "when (UTC)", "template", "strategy", "tokens", "output")
         self.reload()

@@ -220,10 +220,10 @@ class PlaygroundRun(Screen):
     def _record(self, job: RunJob, context: dict, texts: list[str], results: list[Any],
                 answer: str | None) -> int:
         """Write the run to the history; returns its try id."""
-        from engine.store import Store
+        from engine.store import HistoryStore
 
         if self._store is None:
-            self._store = Store()
+            self._store = HistoryStore()
         last = results[-1]
         metrics = last.metrics()
         if len(results) > 1:

@@ -15,16 +15,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import TunedeckError
-
-if TYPE_CHECKING:
-    from engine.ratings import Completion, Pair
-
-FORMATS = ("sft", "dpo", "kto")
-GOOD_STARS = 4  # stars at or above: accepted / desirable
-BAD_STARS = 2  # stars at or below: undesirable
+from engine.ratings.schema import BAD_STARS, FORMATS, GOOD_STARS, Completion, Pair
 
 
 def write_export(fmt: str, out: Path, rows_from: Callable[[], tuple[list, list]], *,

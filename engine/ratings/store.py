@@ -1,212 +1,36 @@
-"""Human judgments of completions, and the training sets made from them.
+"""Completions, ratings and A/B pairs in the history database (`RatingStore`).
 
-Any completion can be rated: a playground try, a training run's sample, an evaluation output, or
-one side of an A/B comparison. A rating is thumbs up / down, 1-5 stars, an optional corrected
-("ideal") completion and a comment; an A/B pair records which side won (or a tie). Each
-completion keeps its provenance: model, adapter, run, template, strategy and parameters.
-
-The tables live in the history database (`engine.store`, one migration appended to its list).
 This module opens its own connection so the TUI and the CLI (two processes) can write at once:
 WAL lets readers and one writer work together, the busy timeout makes a second writer wait its
 turn, and `synchronous=FULL` makes a committed rating survive a crash of the process or the OS.
-
-The training sets made from the ratings (SFT, DPO, KTO) are built and written by
-`engine.ratings_export`.
+The tables and records are in `engine.ratings.schema`; the training sets made from the ratings
+in `engine.ratings.export`; A/B generation in `engine.ratings.ab`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError, database_problem
-from engine.ratings_export import (  # noqa: F401  (re-exported: callers import them from here)
-    BAD_STARS,
-    FORMATS,
-    GOOD_STARS,
-    ExportReport,
-    build_export,
+from engine.ratings.export import ExportReport, write_export
+from engine.ratings.schema import (
+    _UNSET,
+    CHOICES,
+    SOURCES,
+    Completion,
+    Pair,
+    QueueItem,
+    Rating,
+    _dumps,
+    _loads,
+    chatml_messages,
 )
 from engine.store import Database
 from engine.store import utc_now as _now
-
-SOURCES = ("try", "sample", "eval", "ab", "manual")
-CHOICES = ("a", "b", "tie")
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def migrate_ratings(db: sqlite3.Connection) -> None:
-    """Schema v3: rated completions, their ratings, and A/B pairs (see engine.store.MIGRATIONS)."""
-    db.execute("""
-        CREATE TABLE completions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at TEXT NOT NULL,
-            source TEXT NOT NULL,          -- try | sample | eval | ab | manual
-            source_ref TEXT UNIQUE,        -- e.g. try:12, run:<id>:<step>:<i>; re-adding is a no-op
-            prompt TEXT NOT NULL,          -- what a person reads as the prompt
-            messages TEXT,                 -- JSON chat messages of the prompt; NULL: plain text
-            prompt_text TEXT NOT NULL,     -- the exact text the model was given
-            completion TEXT NOT NULL,
-            model TEXT NOT NULL DEFAULT '',
-            adapter TEXT,
-            run_id TEXT,
-            template TEXT,
-            strategy TEXT NOT NULL DEFAULT '{}',   -- JSON
-            params TEXT NOT NULL DEFAULT '{}',     -- JSON
-            extra TEXT NOT NULL DEFAULT '{}',      -- JSON: step, sample index, reference, ...
-            try_id INTEGER REFERENCES tries(id)
-        )""")
-    db.execute("CREATE INDEX completions_source ON completions(source)")
-    db.execute("""
-        CREATE TABLE ratings (
-            completion_id INTEGER PRIMARY KEY REFERENCES completions(id) ON DELETE CASCADE,
-            thumbs INTEGER CHECK (thumbs IN (-1, 1)),
-            stars INTEGER CHECK (stars BETWEEN 1 AND 5),
-            ideal TEXT,
-            comment TEXT,
-            updated_at TEXT NOT NULL
-        )""")
-    db.execute("""
-        CREATE TABLE pairs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at TEXT NOT NULL,
-            a_id INTEGER NOT NULL REFERENCES completions(id),
-            b_id INTEGER NOT NULL REFERENCES completions(id),
-            choice TEXT CHECK (choice IN ('a', 'b', 'tie')),
-            comment TEXT,
-            info TEXT NOT NULL DEFAULT '{}',  -- JSON: what differs between a and b
-            updated_at TEXT
-        )""")
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class Rating:
-    thumbs: int | None = None  # 1 up, -1 down
-    stars: int | None = None  # 1..5
-    ideal: str | None = None  # corrected completion
-    comment: str | None = None
-    updated_at: str | None = None
-
-    @property
-    def judged(self) -> bool:
-        return self.thumbs is not None or self.stars is not None or bool(self.ideal)
-
-    def verdict(self, good: int = GOOD_STARS, bad: int = BAD_STARS) -> bool | None:
-        """True accepted, False rejected, None neutral/unjudged; thumbs outrank stars."""
-        if self.thumbs is not None:
-            return self.thumbs > 0
-        if self.stars is not None:
-            if self.stars >= good:
-                return True
-            if self.stars <= bad:
-                return False
-        return None
-
-
-@dataclass
-class Completion:
-    id: int
-    created_at: str
-    source: str
-    source_ref: str | None
-    prompt: str
-    messages: list[dict[str, str]] | None
-    prompt_text: str
-    completion: str
-    model: str = ""
-    adapter: str | None = None
-    run_id: str | None = None
-    template: str | None = None
-    strategy: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    try_id: int | None = None
-    rating: Rating = field(default_factory=Rating)
-
-    kind = "completion"
-
-    @property
-    def rated(self) -> bool:
-        return self.rating.judged
-
-    def prompt_key(self) -> str:
-        """Completions answer the same prompt when the model saw the same input."""
-        if self.messages is not None:
-            return json.dumps(self.messages, ensure_ascii=False, sort_keys=True)
-        return self.prompt_text or self.prompt
-
-
-@dataclass
-class Pair:
-    id: int
-    created_at: str
-    a: Completion
-    b: Completion
-    choice: str | None = None
-    comment: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    kind = "pair"
-
-    @property
-    def rated(self) -> bool:
-        return self.choice is not None
-
-    @property
-    def source(self) -> str:
-        return "ab"
-
-    @property
-    def prompt(self) -> str:
-        return self.a.prompt
-
-
-QueueItem = Completion | Pair
-_UNSET: Any = object()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, ensure_ascii=False, default=str)
-
-
-def _loads(text: str | None, default: Any) -> Any:
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
-
-
-_CHATML = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n?", re.S)
-
-
-def chatml_messages(text: str) -> list[dict[str, str]] | None:
-    """The messages of a ChatML prompt (the default model's template), else None.
-
-    Tries record the rendered prompt, not its messages; recovering them lets an export of
-    playground tries be conversational, so the trainer re-applies the template itself.
-    """
-    messages, pos = [], 0
-    for match in _CHATML.finditer(text):
-        if match.start() != pos:
-            return None
-        messages.append({"role": match.group(1), "content": match.group(2)})
-        pos = match.end()
-    if not messages or text[pos:] not in ("", "<|im_start|>assistant\n"):
-        return None
-    return messages
-
 
 # --------------------------------------------------------------------------- the store
 
@@ -280,9 +104,9 @@ class RatingStore(Database):
     def add_try(self, try_: Any) -> int:
         """A playground try (`engine.store.Try`, or its id) as a completion to rate."""
         if isinstance(try_, int):
-            from engine.store import Store
+            from engine.store import HistoryStore
 
-            with Store(self.path) as store:
+            with HistoryStore(self.path) as store:
                 try_ = store.get_try(try_)
         messages = chatml_messages(try_.prompt_text)
         user = next((m["content"] for m in reversed(messages or []) if m["role"] == "user"),
@@ -297,9 +121,9 @@ class RatingStore(Database):
 
     def import_tries(self, limit: int = 1000) -> list[int]:
         """Every playground try not yet in the rating queue (idempotent)."""
-        from engine.store import Store
+        from engine.store import HistoryStore
 
-        with Store(self.path) as store:
+        with HistoryStore(self.path) as store:
             tries = store.list_tries(limit=limit)
         return [self.add_try(t) for t in reversed(tries)]
 
@@ -445,82 +269,9 @@ class RatingStore(Database):
     # ------------------------------------------------------------------ exports
     def export(self, fmt: str, out: Path, *, force: bool = False,
                **options: Any) -> ExportReport:
-        """Write one training set (see `engine.ratings_export.write_export`)."""
-        from engine.ratings_export import write_export
-
+        """Write one training set (see `engine.ratings.export.write_export`)."""
         def rows() -> tuple[list[Completion], list[Pair]]:
             completions = self.completions()
             return completions, self.pairs(completions)
 
         return write_export(fmt, Path(out), rows, force=force, database=self.path, **options)
-
-
-# --------------------------------------------------------------------------- A/B generation
-
-
-def _has_adapter(model: Any) -> bool:
-    return hasattr(model, "disable_adapter") and bool(getattr(model, "peft_config", None))
-
-
-def ab_kind(loaded: Any) -> str:
-    """What an A/B pair compares for this model: base vs adapter when one is active."""
-    return "adapter" if _has_adapter(loaded.model) else "temperature"
-
-
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]] | None, prompt_text: str) -> list[int]:
-    """Token ids for a prompt; the chat template owns the special tokens when there are messages."""
-    if messages is not None and getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)
-        return list(out["input_ids"])
-    return list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
-
-
-def generate_ab(store: RatingStore, loaded: Any, source: Completion, kind: str | None = None,
-                max_new_tokens: int = 128, temperatures: tuple[float, float] = (0.0, 1.0),
-                seed: int | None = None, rng: Any = None, adapter: str | None = None) -> Pair:
-    """Two completions of `source`'s prompt — two temperatures, or the base model vs the active
-    adapter — stored in random order as one A/B pair. Runs the model: call from a worker."""
-    import random
-
-    from engine.generation import GenerationParams, Generator
-
-    kind = kind or ab_kind(loaded)
-    if kind not in ("temperature", "adapter"):
-        raise TunedeckError(f"A/B kind {kind!r}: choose temperature or adapter.")
-    if kind == "adapter" and not _has_adapter(loaded.model):
-        raise TunedeckError("Base vs adapter needs an active adapter: choose one for the model "
-                            "first, or compare two temperatures.")
-    ids = prompt_ids(loaded.tokenizer, source.messages, source.prompt_text)
-    generator = Generator(loaded.model, loaded.tokenizer)
-    rng = rng or random.Random()
-    sides = []
-    for label in ("base", "adapter") if kind == "adapter" else temperatures:
-        temperature = 0.0 if kind == "adapter" else float(label)
-        params = GenerationParams(temperature=temperature, max_new_tokens=max_new_tokens,
-                                  seed=None if temperature == 0 else (
-                                      seed if seed is not None else rng.randrange(2**31)))
-        # Each side starts from an empty prefix cache: base and adapter KV values differ.
-        generator.clear_cache()
-        if label == "base":
-            with loaded.model.disable_adapter():
-                result = generator.generate(ids, params)
-        else:
-            result = generator.generate(ids, params)
-        variant = {"adapter": label} if kind == "adapter" else {"temperature": temperature}
-        sides.append((variant, params, result))
-    order = [0, 1]
-    rng.shuffle(order)  # shown in random order; the variant stays hidden until rated
-    model_name = getattr(getattr(loaded, "info", None), "name", "") or ""
-    made = []
-    for side in order:
-        variant, params, result = sides[side]
-        made.append(store.add_completion(
-            source="ab", prompt=source.prompt, messages=source.messages,
-            prompt_text=source.prompt_text, completion=result.text.strip(), model=model_name,
-            adapter=(adapter or "active adapter") if variant.get("adapter") == "adapter" else None,
-            run_id=source.run_id, template=source.template, strategy=source.strategy,
-            params=params.as_dict(), extra={"variant": variant, "from": source.id}))
-    pair = store.add_pair(made[0], made[1], info={
-        "kind": kind, "a": sides[order[0]][0], "b": sides[order[1]][0], "from": source.id})
-    return store.get_pair(pair)
