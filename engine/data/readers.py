@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.data.split_files import (
+    EXTENSIONS,
+    SPLIT_NAMES,  # noqa: F401  (re-exported)
+    split_file,
+)
 from engine.errors import TunedeckError, first_line
 
 MAX_LINE_BYTES = 1_000_000  # a JSONL line longer than this is reported, never held in memory
-SPLIT_NAMES = ("train", "validation", "test")
-_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
 
 @dataclass
@@ -341,15 +344,6 @@ class ArrowSource(Source):
             yield Record(number, row=dict(row))
 
 
-def _pick_split_file(folder: Path, split: str | None) -> Path | None:
-    name = split or "train"
-    for ext in _EXTENSIONS:
-        candidate = folder / f"{name}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def open_source(path: str | Path, split: str | None = None,
                 max_line_bytes: int = MAX_LINE_BYTES) -> Source:
     """The right reader for a file, a dataset folder, a `save_to_disk` folder or a hub id."""
@@ -357,7 +351,7 @@ def open_source(path: str | Path, split: str | None = None,
     if p.is_dir():
         if (p / "dataset_dict.json").is_file() or (p / "state.json").is_file():
             return _from_disk(p, split)
-        chosen = _pick_split_file(p, split)
+        chosen = split_file(p, split)  # the one rule: engine.data.split_files
         if chosen is None:
             raise TunedeckError(f"{p}: no {split or 'train'}.jsonl (or .json/.csv/.parquet) in "
                                 "this folder; pass a file, or a folder holding train.jsonl / "
@@ -386,7 +380,7 @@ def _first_char(p: Path) -> str:
 def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) \
-        and not any(text.lower().endswith(e) for e in _EXTENSIONS)
+        and not any(text.lower().endswith(e) for e in EXTENSIONS)
 
 
 def _from_disk(folder: Path, split: str | None) -> Source:

@@ -17,9 +17,6 @@ from typing import Any
 from engine.errors import ConfigError, TunedeckError
 
 IGNORE = -100
-SPLIT_FILES = {"train": ("train.jsonl", "train.json"),
-               "validation": ("validation.jsonl", "valid.jsonl", "val.jsonl", "dev.jsonl"),
-               "test": ("test.jsonl",)}
 
 
 @dataclass
@@ -54,13 +51,11 @@ def load_examples(path: Path, mapping: dict[str, str], split: str,
 
 
 def split_file(path: Path, split: str) -> Path | None:
-    """The file holding `split`: the file itself, or the split's file in a folder."""
-    if path.is_file():
-        return path if split == "train" else None
-    for name in SPLIT_FILES.get(split, (f"{split}.jsonl",)):
-        if (path / name).is_file():
-            return path / name
-    return None
+    """The file holding `split`: the file itself, or the split's file in a folder (the one rule
+    is engine.data.split_files)."""
+    from engine.data.split_files import split_file as _split_file
+
+    return _split_file(path, split)
 
 
 def has_split(path: Path, split: str) -> bool:
