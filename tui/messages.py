@@ -89,3 +89,11 @@ class ModelLoaded(Message):
     ref: str
     loaded: Any = None  # engine.models.LoadedModel
     error: str = ""
+
+
+@dataclass
+class DatasetChecked(Message):
+    """The Data screen's worker read and validated a dataset: the report, token stats and a
+    note (`tui.screens.data.Loaded`). A failure goes through the screen's error path instead."""
+
+    loaded: Any

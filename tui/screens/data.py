@@ -31,8 +31,9 @@ from textual.widgets import (
     TabbedContent,
     TabPane,
 )
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
+from tui.messages import DatasetChecked
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.histogram import Histogram
 
@@ -247,7 +248,7 @@ class DataScreen(WorkbenchScreen):
     # ------------------------------------------------------------------ the worker
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-load",
           description="Reading the dataset")
-    def _load(self, path: str, tokenizer: Any, max_len: int | None = None) -> Loaded:
+    def _load(self, path: str, tokenizer: Any, max_len: int | None = None) -> None:
         from engine import data
 
         worker = get_current_worker()
@@ -270,20 +271,18 @@ class DataScreen(WorkbenchScreen):
                     stats = data.compute_stats(report.examples, tokenizer, report=report)
             except Exception as err:  # token stats are a bonus: the report still shows
                 note = f"token lengths unavailable: {err}"
-        return Loaded(report, stats, note)
+        if not worker.is_cancelled:  # a newer read replaced this one: it reports instead
+            self.post_message(DatasetChecked(Loaded(report, stats, note)))
 
     def on_data_progress(self, message: DataProgress) -> None:
         self.query_one("#data-progress", ProgressBar).update(progress=message.fraction)
 
-    @on(Worker.StateChanged)
-    def _loaded(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "data-load" or event.state != WorkerState.SUCCESS:
-            return
+    def on_dataset_checked(self, message: DatasetChecked) -> None:
         self.query_one("#data-progress", ProgressBar).remove_class("loading")
-        self.show(event.worker.result)
+        self.show(message.loaded)
 
     def worker_failed(self, worker: Worker, message: str) -> None:
-        if worker.group == "data-load":
+        if worker.node is self:  # the screen's one worker, the read (not the folder tree's)
             self.query_one("#data-progress", ProgressBar).remove_class("loading")
             summary = self.query_one("#data-summary", Static)
             summary.update(Text(message))
