@@ -80,8 +80,8 @@ def training_precision(policy: object) -> tuple[str, str, str]:
     """The precision a run with `precision: auto` trains in here, decided by the runner's own
     code (on a CPU it measures bf16 against fp32), so doctor and train.log say the same."""
     from engine.training.config import TrainConfig
-    from engine.training.preflight import describe_precision
-    from engine.training.runner import mixed_precision
+    from engine.training.preflight_checks import describe_precision
+    from engine.training.shared import mixed_precision
 
     precision, why = mixed_precision(TrainConfig(precision="auto"), policy.device,  # type: ignore[attr-defined]
                                      policy.dtype_name)  # type: ignore[attr-defined]

@@ -1,9 +1,8 @@
 """The history database: every prompt try, in SQLite (WAL) with a schema version and migrations.
 
-The schema version is SQLite's ``PRAGMA user_version``. ``MIGRATIONS[i]`` upgrades a database from
-version ``i`` to ``i + 1``; opening a database applies the missing ones in order, each in its own
-transaction, so an old file is upgraded in place and a new one is built the same way. To change
-the schema, append a function to ``MIGRATIONS``; never edit a released one.
+The schema version is SQLite's ``PRAGMA user_version``; the migrations are in `engine.migrations`.
+Opening a database applies the missing ones in order, each in its own transaction, so an old file
+is upgraded in place and a new one is built the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,41 +18,7 @@ from typing import Any
 
 from engine import paths
 from engine.errors import TunedeckError, database_problem
-
-
-def _v1_tries(db: sqlite3.Connection) -> None:
-    db.execute("""
-        CREATE TABLE tries (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at TEXT NOT NULL,
-            model TEXT NOT NULL,
-            template TEXT NOT NULL,
-            template_text TEXT NOT NULL,
-            strategy TEXT NOT NULL,   -- JSON
-            params TEXT NOT NULL,     -- JSON
-            inputs TEXT NOT NULL,     -- JSON
-            prompt_text TEXT NOT NULL,
-            output TEXT NOT NULL
-        )""")
-
-
-def _v2_adapter_metrics(db: sqlite3.Connection) -> None:
-    # Tries made with a fine-tuned adapter, and timings/token counts kept with each try.
-    db.execute("ALTER TABLE tries ADD COLUMN adapter TEXT")
-    db.execute("ALTER TABLE tries ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}'")
-    db.execute("CREATE INDEX tries_created ON tries(created_at)")
-
-
-def _v3_ratings(db: sqlite3.Connection) -> None:
-    # Rated completions, ratings and A/B pairs; the schema lives in engine/ratings/schema.py.
-    from engine.ratings.schema import migrate_ratings
-
-    migrate_ratings(db)
-
-
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = [_v1_tries, _v2_adapter_metrics, _v3_ratings]
-SCHEMA_VERSION = len(MIGRATIONS)
+from engine.migrations import MIGRATIONS, SCHEMA_VERSION, Migration
 
 
 @dataclass

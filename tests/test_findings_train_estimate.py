@@ -75,7 +75,7 @@ def test_the_preflight_panel_shows_what_the_time_is_made_of():
 def test_doctor_states_the_precision_training_picks(monkeypatch, speedup, shown):
     from cli.doctor import training_precision
     from engine import models
-    from engine.training.runner import mixed_precision
+    from engine.training.shared import mixed_precision
 
     monkeypatch.setattr(models, "cpu_bf16_speedup", lambda: speedup)
     policy = SimpleNamespace(device="cpu", dtype_name="float32")

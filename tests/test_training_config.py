@@ -106,12 +106,12 @@ def test_out_of_memory_fails_the_run_with_concrete_advice(monkeypatch):
 
 
 def test_a_bad_dataset_fails_the_run_with_the_message(monkeypatch, tmp_path):
-    from engine.training import launch, runner
+    from engine.training import launch, runner, sft
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "no prompt here"}\n')
     run = launch.create_run(TrainConfig(method="lora", dataset=str(data)))
-    monkeypatch.setattr(runner, "load_model", lambda config, progress=None: None)
+    monkeypatch.setattr(sft, "load_model", lambda config, progress=None: None)
     assert runner.main(run.path) == 1
     assert run.read_status()["state"] == "failed"
     error = run.read_status()["error"]
@@ -131,7 +131,7 @@ def test_precision_is_checked_and_fp16_needs_a_gpu(monkeypatch):
 
 def test_auto_precision_follows_the_device_and_the_measured_cpu(monkeypatch):
     from engine import models
-    from engine.training.runner import common_args, mixed_precision
+    from engine.training.shared import common_args, mixed_precision
 
     auto, fp32 = TrainConfig(), TrainConfig(precision="fp32")
     monkeypatch.setattr(models, "cpu_bf16_speedup", lambda: 4.5)  # native bf16 (AVX512-BF16)
@@ -152,12 +152,13 @@ def test_preference_adapter_takes_every_form_the_other_commands_take(tmp_path):
     """Run id, id prefix, RUN:checkpoint-N and folders, as `tunedeck export` and the Playground
     accept them; anything else is a ConfigError naming the setting."""
     from engine import paths
-    from engine.training.preference import resolve_adapter
+    from engine.training.adapter_ref import resolve_adapter
 
     run = paths.ensure_dir(paths.runs_dir()) / "20261129-000000-sft-abcd"
     for folder in (run / "adapter", run / "checkpoints" / "checkpoint-20"):
         folder.mkdir(parents=True)
         (folder / "adapter_config.json").write_text("{}")
+    (run / "checkpoints" / "checkpoint-20" / "trainer_state.json").write_text("{}")  # whole
     (run / "config.yaml").write_text("method: lora\n")
     assert resolve_adapter(run.name) == (run / "adapter").resolve()
     assert resolve_adapter("sft-abcd") == (run / "adapter").resolve()

@@ -27,12 +27,11 @@ from engine.ratings.schema import (
     QueueItem,
     Rating,
     chatml_messages,
-    migrate_ratings,
 )
 from engine.ratings.store import RatingStore
 
 __all__ = [
     "BAD_STARS", "CHOICES", "FORMATS", "GOOD_STARS", "SOURCES", "Completion", "ExportReport",
     "Pair", "QueueItem", "Rating", "RatingStore", "ab_kind", "build_export", "chatml_messages",
-    "generate_ab", "migrate_ratings", "prompt_ids", "write_export",
+    "generate_ab", "prompt_ids", "write_export",
 ]

@@ -1,13 +1,11 @@
-"""The ratings schema: the tables (one migration of the history database), the records read
-from them, and the names every ratings module shares. Imports no other ratings module and not
-the history store, so `engine.store` can apply the migration without an import circle.
+"""The ratings records read from the database (its tables are one migration in
+`engine.migrations`) and the names every ratings module shares. Imports no other ratings module.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,53 +14,6 @@ CHOICES = ("a", "b", "tie")
 FORMATS = ("sft", "dpo", "kto")
 GOOD_STARS = 4  # stars at or above: accepted / desirable
 BAD_STARS = 2  # stars at or below: undesirable
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def migrate_ratings(db: sqlite3.Connection) -> None:
-    """Schema v3: rated completions, their ratings, and A/B pairs (see engine.store.MIGRATIONS)."""
-    db.execute("""
-        CREATE TABLE completions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at TEXT NOT NULL,
-            source TEXT NOT NULL,          -- try | sample | eval | ab | manual
-            source_ref TEXT UNIQUE,        -- e.g. try:12, run:<id>:<step>:<i>; re-adding is a no-op
-            prompt TEXT NOT NULL,          -- what a person reads as the prompt
-            messages TEXT,                 -- JSON chat messages of the prompt; NULL: plain text
-            prompt_text TEXT NOT NULL,     -- the exact text the model was given
-            completion TEXT NOT NULL,
-            model TEXT NOT NULL DEFAULT '',
-            adapter TEXT,
-            run_id TEXT,
-            template TEXT,
-            strategy TEXT NOT NULL DEFAULT '{}',   -- JSON
-            params TEXT NOT NULL DEFAULT '{}',     -- JSON
-            extra TEXT NOT NULL DEFAULT '{}',      -- JSON: step, sample index, reference, ...
-            try_id INTEGER REFERENCES tries(id)
-        )""")
-    db.execute("CREATE INDEX completions_source ON completions(source)")
-    db.execute("""
-        CREATE TABLE ratings (
-            completion_id INTEGER PRIMARY KEY REFERENCES completions(id) ON DELETE CASCADE,
-            thumbs INTEGER CHECK (thumbs IN (-1, 1)),
-            stars INTEGER CHECK (stars BETWEEN 1 AND 5),
-            ideal TEXT,
-            comment TEXT,
-            updated_at TEXT NOT NULL
-        )""")
-    db.execute("""
-        CREATE TABLE pairs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at TEXT NOT NULL,
-            a_id INTEGER NOT NULL REFERENCES completions(id),
-            b_id INTEGER NOT NULL REFERENCES completions(id),
-            choice TEXT CHECK (choice IN ('a', 'b', 'tie')),
-            comment TEXT,
-            info TEXT NOT NULL DEFAULT '{}',  -- JSON: what differs between a and b
-            updated_at TEXT
-        )""")
 
 
 # --------------------------------------------------------------------------- records

@@ -16,8 +16,10 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-METHODS = ("auto", "full", "lora", "qlora", "dora", "dpo", "kto")
+# The method names; engine/training/recipes.py maps each to its recipe (a test holds them equal).
 SFT_METHODS = ("auto", "full", "lora", "qlora", "dora")
+PREFERENCE_METHODS = ("dpo", "kto")
+METHODS = SFT_METHODS + PREFERENCE_METHODS
 QUANT_TYPES = ("nf4", "fp4")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -239,7 +241,7 @@ class TrainConfig:
             except ConfigError as err:
                 problems.append(str(err))
         if self.adapter and self.method not in SFT_METHODS:
-            from engine.training.preference import resolve_adapter
+            from engine.training.adapter_ref import resolve_adapter
 
             try:
                 resolve_adapter(self.adapter)

@@ -8,7 +8,7 @@
   written, so one cut short (disk full, killed mid-save) is never taken as the newest; a disk
   that fills during the save is reported by name ("disk full while writing checkpoint-40").
 
-Every recipe (SFT, DPO, KTO) goes through both: `runner.run_trainer` installs them.
+Every recipe (SFT, DPO, KTO) goes through both: `shared.run_trainer` installs them.
 """
 
 from __future__ import annotations

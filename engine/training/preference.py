@@ -13,7 +13,7 @@ is then the same weights with the adapter disabled, so no second model is held i
 The dataset is a JSONL file in TRL's fields, e.g. from ``tunedeck ratings export``:
 DPO ``prompt``/``chosen``/``rejected``, KTO ``prompt``/``completion``/``label``.
 
-Nothing here imports torch at module level (the config validation imports `resolve_adapter`).
+Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -24,23 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, TunedeckError
+from engine.training.adapter_ref import resolve_adapter
 
 FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
 # Trainer log keys passed through into "log" events (the live view's rewards and accuracy).
 PASSTHROUGH_PREFIXES = ("rewards/", "logps/", "logits/", "kl")
-
-
-def resolve_adapter(ref: str) -> Path:
-    """The adapter folder of RUN_ID (or an id prefix), RUN_ID:checkpoint-N, RUN_ID:latest or a
-    folder, as everywhere else (`engine.adapters.resolve`); ConfigError naming the setting."""
-    from engine.adapters import resolve
-
-    try:
-        return resolve(ref).path.resolve()
-    except TunedeckError as err:
-        raise ConfigError(f"adapter: {err} The adapter to start from is a run id (its final "
-                          "adapter), RUN_ID:checkpoint-N, or a folder holding "
-                          "adapter_config.json.") from None
 
 
 # --------------------------------------------------------------------------- data
@@ -110,7 +98,7 @@ def load_rows(path: Path, method: str, limit: int | None = None) -> list[dict[st
 
 
 def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str) -> Any:
-    from engine.training.runner import common_args
+    from engine.training.shared import common_args
 
     common = dict(common_args(config, output_dir, device, dtype_name), eval_strategy="no",
                   beta=config.beta)
@@ -144,7 +132,7 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
         model = PeftModel.from_pretrained(model, str(resolve_adapter(config.adapter)),
                                           is_trainable=True)
     else:
-        from engine.training.runner import peft_config as lora_for
+        from engine.training.shared import peft_config as lora_for
 
         # Preference training is always LoRA: a fresh adapter of the config's shape.
         peft_config = lora_for(dataclasses.replace(config, method="lora"))
@@ -227,7 +215,7 @@ def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> lis
 
 def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
     """The runner's dpo/kto path: train to the end, a stop request or a failure; final state."""
-    from engine.training.runner import log, record_base, run_trainer
+    from engine.training.shared import log, record_base, run_trainer
 
     log(f"loading {config.model} ({config.method}"
         + (f" from adapter {config.adapter})" if config.adapter else ")"))
@@ -262,7 +250,7 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
     import math
 
     from engine import models
-    from engine.training.preflight import PreflightReport
+    from engine.training.preflight_checks import PreflightReport
 
     report = PreflightReport(ok=False)
     say = progress or (lambda _msg: None)
@@ -304,12 +292,12 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
     per_step = config.batch_size * config.grad_accum
     report.steps = config.max_steps if config.max_steps > 0 else max(
         1, math.ceil(len(rows) / per_step * config.epochs))
-    from engine.training.preflight import check_model_fit
+    from engine.training.preflight_checks import check_model_fit
 
     if not check_model_fit(config, report):
         return report
     try:
-        from engine.training.preflight import _parameters
+        from engine.training.preflight_checks import _parameters
 
         # Parameters as for a LoRA adapter of the same shape (what preference training trains).
         trainable, total, _ = _parameters(dataclasses.replace(config, method="lora"))

@@ -54,7 +54,7 @@ def suggest(config: TrainConfig, progress: Callable[[str], None] | None = None) 
     file or setting) when the model or the data cannot be read."""
     from engine import models
     from engine.training import data as tdata
-    from engine.training.runner import load_conversations
+    from engine.training.shared import load_conversations
 
     say = progress or (lambda _msg: None)
     from engine.training.shipped import recipe_for
@@ -108,7 +108,7 @@ def _from_recipe(recipe: TrainConfig, path: Path, say: Callable[[str], None]) ->
     EOS may be cut) and its step count worked out."""
     from engine import models
     from engine.training import data as tdata
-    from engine.training.runner import load_conversations
+    from engine.training.shared import load_conversations
 
     say("Loading the tokenizer…")
     tokenizer = models.load_tokenizer(recipe.model)

@@ -47,7 +47,7 @@ def report_content(report: Any) -> Content:
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
     if getattr(report, "precision", ""):
-        from engine.training.preflight import describe_precision
+        from engine.training.preflight_checks import describe_precision
 
         facts.append(("precision", f"{describe_precision(report.precision)}: "
                                    f"{report.precision_reason}"))

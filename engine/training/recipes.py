@@ -1,0 +1,77 @@
+"""The training recipes behind one table: `{method: recipe}`.
+
+A recipe is a method family's pre-flight and run (in the manner of torchtune's recipes and TRL's
+config / trainer pairs). The runner is the process (status, lock, signals, failure) and asks this
+table what to run; pre-flight asks it what to check. A new method family is one module
+(`engine/training/<family>.py` with its `preflight_…` and `train_…`) and one row here.
+
+The families import their libraries when they run, so this table is light to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+def _sft_preflight(config: Any, progress: Callable[[str], None] | None) -> Any:
+    from engine.training.sft import preflight_sft
+
+    return preflight_sft(config, progress)
+
+
+def _sft_train(run: Any, stop_flag: Any, config: Any) -> str:
+    from engine.training.sft import train_sft
+
+    return train_sft(run, stop_flag, config)
+
+
+def _preference_preflight(config: Any, progress: Callable[[str], None] | None) -> Any:
+    from engine.training.preference import preflight_preference
+
+    return preflight_preference(config, progress)
+
+
+def _preference_train(run: Any, stop_flag: Any, config: Any) -> str:
+    from engine.training.preference import train_preference
+
+    return train_preference(run, stop_flag, config)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    family: str  # "sft" | "preference"
+    summary: str  # one line, for help and errors
+    preflight: Callable[[Any, Callable[[str], None] | None], Any]  # -> PreflightReport
+    train: Callable[[Any, Any, Any], str]  # (run, stop_flag, config) -> final state
+
+
+SFT = Recipe("sft", "supervised fine-tuning on prompt / completion pairs (TRL SFT)",
+             _sft_preflight, _sft_train)
+PREFERENCE = Recipe("preference", "preference training from rated pairs (TRL DPO / KTO)",
+                    _preference_preflight, _preference_train)
+
+RECIPES: dict[str, Recipe] = {
+    "auto": SFT,  # resolved to qlora or lora for the device (engine.training.method_fit)
+    "full": SFT,
+    "lora": SFT,
+    "qlora": SFT,
+    "dora": SFT,
+    "dpo": PREFERENCE,
+    "kto": PREFERENCE,
+}
+
+
+def recipe_for(method: str) -> Recipe:
+    try:
+        return RECIPES[method]
+    except KeyError:
+        raise ConfigError(f"method: {method!r} is not a training method; choose one of "
+                          f"{', '.join(RECIPES)}.") from None
+
+
+def family_methods(family: str) -> tuple[str, ...]:
+    return tuple(m for m, r in RECIPES.items() if r.family == family)
