@@ -185,6 +185,8 @@ async def test_a_run_builds_each_prompt_once_and_shows_the_one_it_runs(default_m
 
         built.clear()
         await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: built)  # built in a worker: a slow template never blocks
+        await pilot.pause(0.1)
         assert built == ["zero-shot"], "the prompt was built again after the run's own build"
         assert (view.text, meter.used) == (shown, used)
         await wait_for(pilot, lambda: not screen._generating)
@@ -198,6 +200,8 @@ async def test_a_run_builds_each_prompt_once_and_shows_the_one_it_runs(default_m
         await pilot.pause(0.6)
         built.clear()
         await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: len(built) == 2)
+        await pilot.pause(0.1)
         assert built == ["zero-shot", "cot"]
         assert (view.text, meter.used) == (shown, used)
         await wait_for(pilot, lambda: not screen._generating)

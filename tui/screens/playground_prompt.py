@@ -121,9 +121,6 @@ class PlaygroundPrompt(Screen):
         meter.set_budget(result.budget.used, result.budget.available, result.budget.window,
                          note)
 
-    def _build(self, template: Any, values: dict, strategy: Any, loaded: Any) -> Any:
-        return self._builder(template, values, strategy, loaded)()
-
     def _builder(self, template: Any, values: dict, strategy: Any, loaded: Any) -> Any:
         """Building the prompt as a call that any thread may make: the form is read now."""
         from engine.strategies import build_prompt

@@ -1,5 +1,6 @@
-"""The Playground's runs, as a mixin of the screen: Ctrl+R builds one job per pane (a strategy,
-or the base and the adapter), a thread worker runs them through
+"""The Playground's runs, as a mixin of the screen: Ctrl+R reads the form, a thread worker builds
+each strategy's prompt (`PromptsBuilt`: a slow template never holds the screen), the jobs become
+one per pane (a strategy, or the base and the adapter), and another worker runs them through
 `engine.strategy_run.run_strategy` and records each in the history; Esc cancels.
 
 Messages up: `CompletionUpdate` (coalesced) while a pane streams, `JobDone` when its run is
@@ -32,7 +33,7 @@ MAX_PANES = 4
 
 @dataclass
 class RunJob:
-    """One strategy's prompt, ready for the worker (built on the UI thread)."""
+    """One strategy's prompt, built in the build worker, ready for the generate worker."""
 
     slot: int
     label: str
@@ -49,6 +50,15 @@ class JobDone(Message):
     answer: str | None = None
     failed: bool = False
     try_id: int | None = None  # the history row of this run (None: it could not be recorded)
+
+
+@dataclass
+class PromptsBuilt(Message):
+    """The build worker's jobs, ready to run (or why none can: `error`)."""
+
+    jobs: list[RunJob]
+    context: dict
+    error: str = ""
 
 
 class PlaygroundRun(Screen):
@@ -68,6 +78,8 @@ class PlaygroundRun(Screen):
         return self._generator
 
     def action_run(self) -> None:
+        """Reads the form now; the prompts are built (templates rendered, under the sandbox's
+        time limit) in a worker, so a slow template never holds the screen (`PromptsBuilt`)."""
         if self._generating:
             self.notify("Already generating: Esc cancels.", severity="warning")
             return
@@ -85,25 +97,58 @@ class PlaygroundRun(Screen):
             if self._compare and not 2 <= len(kinds) <= MAX_PANES:
                 raise TunedeckError(f"Compare runs 2–{MAX_PANES} strategies; {len(kinds)} are "
                                     "ticked on the Strategy tab.")
-            jobs = []
-            for slot, kind in enumerate(kinds):
-                strat = self.strategy(kind)
-                try:
-                    jobs.append(RunJob(slot, kind, strat,
-                                       self._build(template, values, strat, loaded)))
-                except TunedeckError as err:
-                    if not self._compare:
-                        raise
-                    # One strategy that cannot be built (few-shot without a dataset) does not
-                    # keep the others from running: its pane says why.
-                    jobs.append(RunJob(slot, kind, strat, None, error=str(err)))
-            if all(job.error for job in jobs):
-                raise TunedeckError(jobs[0].error)
-            jobs = self.adapter_jobs(jobs, loaded)
-            shown = self.strategy()  # the strategy the Prompt tab and the meter show
+            strategies = [self.strategy(kind) for kind in kinds]
+            builders = [self._builder(template, values, strat, loaded) for strat in strategies]
+            context = {
+                "template": template, "values": values, "params": params,
+                "model": getattr(loaded.info, "name", "model"), "loaded": loaded,
+                "shown": self.strategy(),  # the strategy the Prompt tab and the meter show
+            }
         except TunedeckError as err:
-            self._set_status(str(err), error=True)
-            self.notify(str(err), title="Cannot run", severity="error")
+            self._cannot_run(str(err))
+            return
+        self._generating = True  # a second Ctrl+R waits for this one
+        self.refresh_bindings()
+        self._set_status("Building the prompt…")
+        self._build_worker(list(zip(kinds, strategies, builders, strict=True)), context)
+
+    def _cannot_run(self, error: str) -> None:
+        self._set_status(error, error=True)
+        self.notify(error, title="Cannot run", severity="error")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build",
+          description="Building the prompt")
+    def _build_worker(self, builders: list[tuple[str, Any, Any]], context: dict) -> None:
+        jobs = []
+        try:
+            for slot, (kind, strat, build) in enumerate(builders):
+                try:
+                    jobs.append(RunJob(slot, kind, strat, build()))
+                except TunedeckError as err:
+                    jobs.append(RunJob(slot, kind, strat, None, error=str(err)))
+        except Exception as err:
+            self.post_message(PromptsBuilt([], context, describe_error(err)))
+            raise  # the screen's error path tells the user
+        self.post_message(PromptsBuilt(jobs, context))
+
+    def on_prompts_built(self, message: PromptsBuilt) -> None:
+        self._generating = False
+        self.refresh_bindings()
+        context, jobs = message.context, message.jobs
+        if message.error:
+            self._set_status(message.error, error=True)
+            return
+        loaded = context.pop("loaded")
+        shown = context.pop("shown")
+        try:
+            # One strategy that cannot be built (few-shot without a dataset) does not keep the
+            # others of a compare from running: its pane says why.
+            failed = [job.error for job in jobs if job.error]
+            if failed and (not self._compare or len(failed) == len(jobs)):
+                raise TunedeckError(failed[0])
+            jobs = self.adapter_jobs(jobs, loaded)
+        except TunedeckError as err:
+            self._cannot_run(str(err))
             return
         if self._refresh_timer is not None:  # typed just before Ctrl+R: shown below already
             self._refresh_timer.stop()
@@ -122,10 +167,7 @@ class PlaygroundRun(Screen):
         self.save_settings()
         self._set_status("Generating… Esc cancels.")
         generator, adapter = self._adapter_generator(loaded)
-        context = {
-            "template": template, "values": values, "params": params,
-            "model": getattr(loaded.info, "name", "model"), "adapter": adapter,
-        }
+        context["adapter"] = adapter
         self._generate_worker(generator, jobs, context, self._cancel)
 
     def _adapter_generator(self, loaded: Any) -> tuple[Any, str | None]:
