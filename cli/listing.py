@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        # A diverged loss: valid JSON (strict readers such as jq refuse a bare NaN), still said.
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
@@ -97,7 +101,8 @@ def emit(records: list[dict[str, Any]], columns: list[Column], *, fmt: str, titl
          empty: str, footer: str | None = None, width: int | None = -1) -> int:
     """Print `records` as a table or JSON. ``width=-1``: the terminal's, none when piped."""
     if fmt == "json":
-        print(json.dumps([_jsonable(r) for r in records], indent=2, ensure_ascii=False))
+        print(json.dumps([_jsonable(r) for r in records], indent=2, ensure_ascii=False,
+                         allow_nan=False))
         return 0
     from rich.console import Console
     from rich.table import Table

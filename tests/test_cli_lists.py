@@ -93,6 +93,13 @@ def test_list_commands_take_format_json(runs, capsys):
     assert main(["history", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
 
+    # A diverged run's loss stays said, in JSON a strict reader (jq) accepts.
+    runs[2].append_event("log", step=41, loss=float("nan"), lr=1e-4)
+    assert main(["runs", "show", runs[2].id, "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    (shown,) = json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert shown["last_loss"] == "NaN"
+
 
 def test_ratings_list_json(capsys, monkeypatch):
     from engine.ratings import RatingStore
