@@ -204,6 +204,12 @@ async def test_footers_at_80_columns_show_each_screens_own_keys():
         assert "Playground" not in keys and "Home" not in keys  # Home lists the screens
         for name in ("Run", "Compare", "Tab", "Adapter", "vs base"):
             assert visible_in_footer(keys[name], 80), name
+        # The Rate screen has the most keys: each whole, Help and Quit included.
+        await pilot.press("f6")
+        await pilot.pause(0.3)
+        keys = footer_keys(app.screen)
+        for name in ("Ideal", "Next", "Source", "Unrated", "A/B", "Import", "Help", "Quit"):
+            assert visible_in_footer(keys[name], 80), name
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(120, 30)) as pilot:
         for name in ("Playground", "Train", "Runs", "Rate", "Evaluate", "Models"):

@@ -86,9 +86,9 @@ class RateScreen(RatingKeys, WorkbenchScreen):
     BINDINGS = [
         *RATING_BINDINGS,
         Binding("n,j,right", "move(1)", "Next"),
-        Binding("p,k,left", "move(-1)", "Prev"),
+        Binding("p,k,left", "move(-1)", "Prev", show=False),  # n/p in Help; the footer is full
         Binding("s", "cycle_source", "Source"),
-        Binding("u", "toggle_unrated", "Unrated only"),
+        Binding("u", "toggle_unrated", "Unrated"),
         Binding("g", "generate_ab", "A/B"),
         Binding("i", "import_items", "Import"),
     ]

@@ -43,7 +43,7 @@ RATING_BINDINGS = [
     Binding("a", "choose('a')", "A wins", show=False),
     Binding("b", "choose('b')", "B wins", show=False),
     Binding("t", "choose('tie')", "tie", show=False),
-    Binding("e", "edit_ideal", "Edit ideal"),
+    Binding("e", "edit_ideal", "Ideal"),
 ]
 
 HINT = "1-5 stars  + / - thumbs  e edit ideal"
