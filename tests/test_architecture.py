@@ -138,3 +138,23 @@ def test_the_runner_and_preflight_run_the_recipe_the_table_names(monkeypatch, tm
     run.config_path.write_text(cfg.to_yaml())
     assert runner.train(run, None) == "done"
     assert calls == [("preflight", "dpo"), ("train", "dpo")]
+
+
+def test_per_method_defaults_live_once_and_the_docs_table_is_theirs(tmp_path):
+    import re
+
+    from engine.training import config, method_defaults
+    from engine.training.config import TrainConfig
+
+    assert set(method_defaults.LEARNING_RATE) == set(config.METHODS)
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("<!-- method-defaults -->")[1].split("<!-- /method-defaults -->")[0]
+    documented = {m: float(v) for m, v in re.findall(r"\| `(\w+)` \| ([\d.e-]+) \|", table)}
+    assert documented == method_defaults.LEARNING_RATE
+    # A config that does not say gets its method's; one that says keeps it.
+    assert TrainConfig(method="dpo").learning_rate == 5e-6
+    assert TrainConfig(method="full").learning_rate == 2e-5
+    assert TrainConfig(method="lora", learning_rate=1e-3).learning_rate == 1e-3
+    path = tmp_path / "kto.yaml"
+    path.write_text("method: kto\ndataset: prefs.jsonl\n")
+    assert TrainConfig.from_yaml(path).learning_rate == 5e-6

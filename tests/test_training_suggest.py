@@ -31,8 +31,9 @@ def test_suggest_measures_the_rows_with_the_models_tokenizer(tmp_path, default_m
     rows = [{"prompt": f"Question {i}?", "completion": "short" if i % 10 else long_answer}
             for i in range(40)]
     (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    # The form's LoRA rate, kept when the method was switched to full: refitted, with the reason.
     config = TrainConfig(model=str(default_model_dir), dataset=str(data), method="full",
-                         max_seq_len=32, eval_every=5, batch_size=64)
+                         max_seq_len=32, eval_every=5, batch_size=64, learning_rate=2e-4)
     fitted = suggest(config)
     assert fitted.rows == 40
     # 4 of 40 rows are long: the limit must cover them, not just the median row.

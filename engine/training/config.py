@@ -53,7 +53,7 @@ class TrainConfig:
     quant_type: str = "nf4"
     double_quant: bool = True
     optimizer: str = "auto"  # auto → paged_adamw_8bit on CUDA, adamw_torch elsewhere
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the method's (method_defaults.py)
     scheduler: str = "cosine"
     warmup_ratio: float = 0.05
     epochs: float = 1.0
@@ -82,6 +82,12 @@ class TrainConfig:
     tensorboard: bool = True
 
     # ------------------------------------------------------------------ (de)serialising
+    def __post_init__(self) -> None:
+        if self.learning_rate is None:
+            from engine.training import method_defaults
+
+            self.learning_rate = method_defaults.learning_rate(self.method)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         if not isinstance(d, dict):

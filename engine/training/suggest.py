@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from engine.training import method_defaults
 from engine.training.config import TrainConfig
 
 SAMPLE_ROWS = 2000  # rows tokenized to learn the lengths; enough for a stable 99th percentile
 LENGTH_STEP = 64  # max_seq_len is rounded up to a multiple of this
-LORA_LR, FULL_LR = 2e-4, 2e-5
 
 
 @dataclass
@@ -88,7 +88,7 @@ def suggest(config: TrainConfig, progress: Callable[[str], None] | None = None) 
     eval_every, sample_every, save_every = cadence(steps, bool(evals))
     reasons.append(f"{steps} steps: eval every {eval_every or '— (no validation split)'}, "
                    f"samples every {sample_every}, a checkpoint every {save_every}")
-    learning_rate = FULL_LR if config.method == "full" else LORA_LR
+    learning_rate = method_defaults.learning_rate(config.method)
     if learning_rate != config.learning_rate:
         reasons.append(f"learning rate {learning_rate:g} for {config.method}")
     method = config.method
