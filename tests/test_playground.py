@@ -152,7 +152,7 @@ async def test_template_error_shows_the_line_and_the_meter_follows(default_model
         await pilot.pause(0.6)
         assert str(screen.query_one("#template-error").content) == ""
         assert screen.query("#var-question") and screen.query("#var-context")
-        assert not screen.query("#var-prompt")
+        await wait_for(pilot, lambda: not screen.query("#var-prompt"), 10)  # removal is async
         screen.query_one("#var-question", TextArea).load_text("Why is the sky blue?")
         await pilot.pause(0.6)
         assert "Question: Why is the sky blue?" in screen.query_one("#prompt-view",
