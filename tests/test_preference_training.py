@@ -185,3 +185,42 @@ def test_preflight_for_preference_data(exports, tiny_model_dir):
     assert 0 < report.trainable_params < report.total_params
     failed = preflight_preference(config(tiny_model_dir, exports["dpo"], "kto"))
     assert not failed.ok and "missing field(s) completion, label" in failed.errors[0]
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_a_diverging_preference_run_fails_with_the_step_and_saves_no_adapter(
+        exports, tiny_model_dir, monkeypatch, method):
+    """The divergence guard holds in every recipe: a NaN loss in DPO / KTO ends the run
+    "failed" at that step with the hint, and no NaN adapter is saved as the result."""
+    from trl import DPOTrainer, KTOTrainer
+
+    from engine.training import runner
+    from engine.training.rundir import RunDir
+
+    trainer_class = DPOTrainer if method == "dpo" else KTOTrainer
+    original = trainer_class.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        out = original(self, model, inputs, *args, **kwargs)
+        if self.state.global_step + 1 < 2:
+            return out
+        return (out[0] * math.nan, *out[1:]) if isinstance(out, tuple) else out * math.nan
+
+    monkeypatch.setattr(trainer_class, "compute_loss", compute_loss)
+    cfg = config(tiny_model_dir, exports[method], method, max_steps=3)
+    run = RunDir(paths.ensure_dir(paths.runs_dir()) / f"20261129-000000-{method}-nan1")
+    run.path.mkdir()
+    run.config_path.write_text(cfg.resolved().to_yaml(), encoding="utf-8")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert runner.main(run.path) == 1
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    status = run.read_status()
+    assert status["state"] == "failed"
+    assert "loss became nan at step 2" in status["error"]
+    assert "Lower the learning rate" in status["error"]
+    logs = [e for e in run.read_events() if e["type"] == "log"]
+    assert [e["step"] for e in logs] == [1, 2] and math.isnan(logs[-1]["loss"])
+    assert not run.adapter_dir.exists()
