@@ -63,6 +63,8 @@ def _common(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--format", "-f", choices=FORMATS, default=d("table"))
     p.add_argument("--output", "-o", type=Path, default=d(None),
                    help="also write the JSON / CSV to this file")
+    p.add_argument("--force", action="store_true", default=d(False),
+                   help="replace the --output file if it exists")
     p.add_argument("--no-cache", action="store_true", default=d(False),
                    help="generate every example again instead of reading the cache")
     p.add_argument("--quiet", "-q", action="store_true", default=d(False),
@@ -208,8 +210,11 @@ def _emit(result: Any, args: argparse.Namespace) -> int:
     else:
         print_table(result)
     if args.output:
+        from engine.safe_write import output_file
+
         data = text if text is not None else result.to_json()
-        args.output.write_text(data, encoding="utf-8")
+        with output_file(args.output) as fh:
+            fh.write(data)
     return 0
 
 
@@ -218,6 +223,14 @@ def _run(args: argparse.Namespace, columns: Any) -> int:
 
     from engine.evaluation import run_matrix
 
+    if args.output:  # refused now, not after minutes of generation
+        from engine.safe_write import check_target
+
+        name = f"matrix.{'csv' if args.format == 'csv' else 'json'}"
+        data = Path(args.data)
+        inputs = [f for f in data.iterdir() if f.is_file()] if data.is_dir() else [data]
+        args.output = check_target(args.output, force=args.force, inputs=inputs,
+                                   default_name=name, what="--output")
     spec = _spec(args)
     progress = _ProgressLine(args.quiet)
     cancel = threading.Event()

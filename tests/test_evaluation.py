@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,21 @@ def test_cli_eval_matrix_csv_and_json(default_model_dir, capsys):
     assert data["columns"][0]["cached"] == 2  # the second run read the first one's cache
     assert main(["eval", "--data", "sample_data/sentiment", "--limit", "0"]) == 1
     assert "--limit must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_eval_output_is_refused_before_any_generation_unless_forced(tmp_path, capsys,
+                                                                         monkeypatch):
+    from cli.main import main
+    from engine import evaluation
+
+    monkeypatch.setattr(evaluation, "run_matrix",
+                        lambda *a, **k: pytest.fail("generated before checking --output"))
+    kept = tmp_path / "matrix.json"
+    kept.write_text("earlier results\n")
+    args = ["eval", "matrix", "--data", "sample_data/sentiment", "--columns", "zs", "--quiet"]
+    assert main([*args, "--output", str(kept)]) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert kept.read_text() == "earlier results\n"
+    data = Path("sample_data/sentiment/train.jsonl").resolve()
+    assert main([*args, "--output", str(data), "--force"]) == 1  # never onto its input
+    assert "is this command's input" in capsys.readouterr().err
