@@ -46,6 +46,18 @@ def exports(tmp_path):
     return out
 
 
+def run_in_process(run) -> int:
+    """The runner's main here, its signal handlers put back after."""
+    from engine.training import runner
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return runner.main(run.path)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
 def config(tiny_model_dir, dataset, method, **kw) -> TrainConfig:
     base = dict(model=str(tiny_model_dir), dataset=str(dataset), method=method, max_steps=1,
                 batch_size=2, lora_r=4, lora_alpha=8, warmup_ratio=0.0, max_seq_len=64)
@@ -94,7 +106,6 @@ def test_a_short_dpo_run_through_the_runner(exports, tiny_model_dir):
     from peft import PeftModel
 
     from engine import models
-    from engine.training import runner
     from engine.training.rundir import RunDir
 
     cfg = config(tiny_model_dir, exports["dpo"], "dpo", max_steps=4, learning_rate=5e-3,
@@ -102,12 +113,7 @@ def test_a_short_dpo_run_through_the_runner(exports, tiny_model_dir):
     run = RunDir(paths.ensure_dir(paths.runs_dir()) / "20261129-000000-dpo-abcd")
     run.path.mkdir()
     run.config_path.write_text(cfg.resolved().to_yaml(), encoding="utf-8")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert runner.main(run.path) == 0
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    assert run_in_process(run) == 0
     assert run.read_status()["state"] == "done", run.read_status()
     events = run.read_events()
     logs = [e for e in events if e["type"] == "log"]
@@ -194,7 +200,6 @@ def test_a_diverging_preference_run_fails_with_the_step_and_saves_no_adapter(
     "failed" at that step with the hint, and no NaN adapter is saved as the result."""
     from trl import DPOTrainer, KTOTrainer
 
-    from engine.training import runner
     from engine.training.rundir import RunDir
 
     trainer_class = DPOTrainer if method == "dpo" else KTOTrainer
@@ -211,12 +216,7 @@ def test_a_diverging_preference_run_fails_with_the_step_and_saves_no_adapter(
     run = RunDir(paths.ensure_dir(paths.runs_dir()) / f"20261129-000000-{method}-nan1")
     run.path.mkdir()
     run.config_path.write_text(cfg.resolved().to_yaml(), encoding="utf-8")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert runner.main(run.path) == 1
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    assert run_in_process(run) == 1
     status = run.read_status()
     assert status["state"] == "failed"
     assert "loss became nan at step 2" in status["error"]
