@@ -2,11 +2,12 @@
 
 Same model, data, LoRA config, batch size and number of steps, side by side in one run; each
 variant trains in its own subprocess so peak memory is its own. Prints non-padding tokens/s,
-padding, peak memory (RSS), an MFU estimate against a measured fp32 matmul peak, the ratio, and
-QLoRA vs LoRA weight memory.
+padding, peak memory (RSS), an MFU estimate against the measured matmul peak of the dtype each
+variant computes in (fp32, or bf16 for the `-bf16` ones), the ratio, and QLoRA vs LoRA weight
+memory. `--no-shared-prefix` gives each row its own first words, so nothing is shared.
 
     .venv/bin/python bench/train_throughput.py [--rows 200] [--steps 6] [--batch 8] [--max-len 256]
-                                               [--bf16]
+                                               [--bf16] [--no-shared-prefix]
 
 The baseline: `Trainer` with its default random sampler, right padding to the longest row of each
 batch and the full LM head (logits at every position). Ours: `FastSFTTrainer` — length-sorted
@@ -14,14 +15,15 @@ batches, the LM head only at trained (completion) positions, and the prompt pref
 batch share run once. Both use fp32 on CPU; `--bf16` adds both again in bf16 mixed precision
 (what the runner picks on a CPU with native bf16 matmuls), so that gain is shown apart. The
 first step of each run is warm-up and is not timed. MFU counts the FLOPs each path actually
-executes (padding included, shared prefixes once, attention scores left out) against the fp32
-matmul peak, so it measures how busy the cores are, not how much work was saved.
+executes (padding included, shared prefixes once, attention scores left out) against the matmul
+peak of the variant's dtype, so it measures how busy the cores are, not how much work was saved.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_SHARED_PREFIX = "TUNEDECK_BENCH_NO_SHARED_PREFIX"  # set by --no-shared-prefix, read by children
 sys.path.insert(0, str(ROOT))
 
 
@@ -37,6 +40,12 @@ def _dataset(tokenizer, rows: int, max_len: int):
     from engine.training import data as tdata
 
     convs = tdata.conversations(ROOT / "sample_data" / "text_to_sql", {}, "train", rows)
+    if os.environ.get(NO_SHARED_PREFIX):
+        # Rows that share no instruction: each first message starts with its own number, so
+        # rows part after `<|im_start|>system` and the shared-prefix pass has nothing to spare.
+        convs = [dataclasses.replace(c, prompt=[{**c.prompt[0], "content": f"[{i}] "
+                                                 + c.prompt[0]["content"]}, *c.prompt[1:]])
+                 for i, c in enumerate(convs)]
     dataset, _ = tdata.build_dataset(tokenizer, convs, max_len)
     return dataset
 
@@ -293,11 +302,13 @@ def weight_bytes(quantize: str | None) -> int:
     return total
 
 
-def matmul_peak(n: int = 1024, repeat: int = 10) -> float:
-    """Measured fp32 matmul FLOP/s on this machine (the MFU denominator)."""
+def matmul_peak(n: int = 1024, repeat: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul FLOP/s on this machine in `dtype` (the MFU denominator of the variants
+    that compute in it: a bf16 step is held to the bf16 peak, not the fp32 one)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a = torch.randn(n, n, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, dtype=getattr(torch, dtype))
     a @ b
     best = float("inf")
     for _ in range(repeat):
@@ -335,6 +346,8 @@ def main() -> None:
     parser.add_argument("--skip-qlora", action="store_true")
     parser.add_argument("--bf16", action="store_true",
                         help="also run both paths in bf16 mixed precision")
+    parser.add_argument("--no-shared-prefix", action="store_true",
+                        help="rows that share no instruction (each starts with its own number)")
     parser.add_argument("--packing", action="store_true",
                         help="also run ours with packing=true (rows packed to --max-len)")
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS", default=0,
@@ -362,20 +375,25 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result))
         return
 
-    peak = matmul_peak()
+    if args.no_shared_prefix:
+        os.environ[NO_SHARED_PREFIX] = "1"
+    peaks = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype="bfloat16") if args.bf16 else 0.0}
     variants = ["baseline", "ours"] + ([] if args.skip_qlora else ["ours-qlora"])
     variants += ["baseline-bf16", "ours-bf16"] if args.bf16 else []
     variants += ["ours-packed"] if args.packing else []
     results = {v: _child(v, args) for v in variants}
     print(f"SmolLM2-135M, LoRA r=16 all-linear, batch {args.batch}, max length {args.max_len}, "
           f"{args.rows} text-to-SQL rows, {args.steps} steps ({args.steps - 1} timed), "
-          f"{os.cpu_count()} CPUs; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+          f"{os.cpu_count()} CPUs; matmul peak fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s"
+          + (f", bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s" if args.bf16 else "")
+          + ("; rows share no prefix" if args.no_shared_prefix else ""))
     print(f"{'variant':<14}{'tokens/s':>10}{'padding':>9}{'body runs':>11}{'peak RSS':>11}"
           f"{'MFU':>7}")
     for name, r in results.items():
         # "body runs": decoder positions executed per real token (padding adds, sharing saves).
         print(f"{name:<14}{r['tokens_per_s']:>10.1f}{r['padding']:>8.0%}{r['body_share']:>11.2f}"
-              f"{r['peak_rss_mb']:>8.0f} MB{r['flops_per_s'] / peak:>7.1%}")
+              f"{r['peak_rss_mb']:>8.0f} MB"
+              f"{r['flops_per_s'] / peaks['bf16' if name.endswith('-bf16') else 'fp32']:>7.1%}")
     ratio = results["ours"]["tokens_per_s"] / results["baseline"]["tokens_per_s"]
     print(f"ours / baseline: {ratio:.2f}x (target >= 2x)")
     if args.bf16:
