@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import errno
 import math
-import signal
 from pathlib import Path
 
 import pytest
+from in_process import run_in_process
 
 from cli.main import main
 from engine.training import launch, runner
 from engine.training.config import TrainConfig
 
 SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
-
-
-def _run_in_process(run) -> int:
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return runner.main(run.path)
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
 
 
 def _logs(run):
@@ -64,7 +55,7 @@ def test_a_nan_loss_fails_the_run_keeps_the_good_checkpoint_and_saves_no_adapter
                       warmup_ratio=0.0, learning_rate=1e-3)
     run = launch.create_run(cfg)
     _nan_from(FastSFTTrainer, monkeypatch, step=5)
-    assert _run_in_process(run) == 1
+    assert run_in_process(run) == 1
     status = run.read_status()
     assert status["state"] == "failed"
     error = status["error"]
@@ -84,7 +75,7 @@ def test_a_nan_loss_fails_the_run_keeps_the_good_checkpoint_and_saves_no_adapter
 
     # Fixed (here: the cause removed), it resumes from the good checkpoint and finishes.
     _fixed(FastSFTTrainer, monkeypatch)
-    assert _run_in_process(run) == 0
+    assert run_in_process(run) == 0
     assert run.read_status()["state"] == "done"
     assert [e["step"] for e in _logs(run)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(math.isfinite(e["loss"]) for e in _logs(run)[5:])
@@ -107,7 +98,7 @@ def test_a_disk_full_checkpoint_is_reported_and_resume_passes_over_it(tiny_model
         return original(self, output_dir)
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", save_optimizer)
-    assert _run_in_process(run) == 1
+    assert run_in_process(run) == 1
     status = run.read_status()
     assert status["state"] == "failed"
     assert status["error"] == "disk full while writing checkpoint-4 — free space and resume"
@@ -119,7 +110,7 @@ def test_a_disk_full_checkpoint_is_reported_and_resume_passes_over_it(tiny_model
     assert "checkpoint-4 (cut short: not resumable)" in out
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", original)  # space freed
-    assert _run_in_process(run) == 0, run.read_status()
+    assert run_in_process(run) == 0, run.read_status()
     log = " ".join(capsys.readouterr().out.split())
     assert "checkpoint-4 was cut short" in log and "resuming from checkpoint-2" in log
     # Steps 3-4 run again from checkpoint-2; the events already hold them once.

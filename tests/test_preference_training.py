@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 
 import pytest
+from in_process import run_in_process
 
 from engine import paths
 from engine.errors import ConfigError, TunedeckError
@@ -44,18 +44,6 @@ def exports(tmp_path):
             report = store.export(fmt, out[fmt])
             assert report.rows > 0 and report.conversational
     return out
-
-
-def run_in_process(run) -> int:
-    """The runner's main here, its signal handlers put back after."""
-    from engine.training import runner
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return runner.main(run.path)
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
 
 
 def config(tiny_model_dir, dataset, method, **kw) -> TrainConfig:

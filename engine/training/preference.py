@@ -297,10 +297,10 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
     if not check_model_fit(config, report):
         return report
     try:
-        from engine.training.preflight_checks import _parameters
+        from engine.training.preflight_checks import parameters_for
 
         # Parameters as for a LoRA adapter of the same shape (what preference training trains).
-        trainable, total, _ = _parameters(dataclasses.replace(config, method="lora"))
+        trainable, total, _ = parameters_for(dataclasses.replace(config, method="lora"))
         report.trainable_params, report.total_params = trainable, total
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")

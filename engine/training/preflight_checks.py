@@ -166,7 +166,7 @@ def _check_target_modules(config: Any, model: Any, report: PreflightReport) -> N
                              f"blocks, not layers LoRA can wrap; {known}.")
 
 
-def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
+def parameters_for(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
     """(trainable, total, shape) from the model built on the meta device (no weights read)."""
     import torch
 
@@ -190,8 +190,9 @@ def _parameters(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
     return trainable, total, shape
 
 
-def _memory(config: TrainConfig, device: str, total: int, trainable: int, shape: dict[str, int],
-            mean_tokens: float, completion_tokens: float) -> dict[str, float]:
+def memory_estimate(config: TrainConfig, device: str, total: int, trainable: int,
+                    shape: dict[str, int], mean_tokens: float,
+                    completion_tokens: float) -> dict[str, float]:
     """A rough budget in MB: weights by method, optimizer (+ gradients), activations."""
     on_gpu = device == "cuda"
     dtype_bytes = 2 if on_gpu or device == "mps" else 4

@@ -1,7 +1,7 @@
 """The training process: ``python -m engine.training RUN_DIR``.
 
-It reads RUN_DIR/config.yaml, trains with the fast SFT trainer (TRL + PEFT + bitsandbytes) and
-talks only through the run directory: status.json, events.jsonl, checkpoints/, adapter/. When
+It reads RUN_DIR/config.yaml, trains with its method's recipe (`engine.training.recipes`: SFT
+or preference training, over TRL + PEFT + bitsandbytes) and talks only through the run directory: status.json, events.jsonl, checkpoints/, adapter/. When
 checkpoints exist it resumes from the newest (optimizer, scheduler and RNG included) and appends
 to the same events file. SIGTERM → checkpoint → "stopped". Any failure → "failed" with the
 error, and for out-of-memory with concrete advice.
@@ -26,7 +26,6 @@ from engine.training.shared import is_main_process, log
 
 # Seconds a runner waits for the run's lock: `resume` holds it while it hands the run over.
 LOCK_WAIT = 10.0
-
 
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller batch_size with a larger grad_accum (same "

@@ -17,9 +17,9 @@ from engine.training.config import TrainConfig
 from engine.training.data import IGNORE
 from engine.training.preflight_checks import (
     PreflightReport,
-    _memory,
-    _parameters,
     check_model_fit,
+    memory_estimate,
+    parameters_for,
 )
 from engine.training.rundir import RunDir
 from engine.training.shared import (
@@ -38,11 +38,7 @@ from engine.training.shared import (
 # for other models, and by the positions the batches really run (padding adds, a shared prompt
 # prefix saves).
 CPU_TOKENS_PER_S = {"lora": 140.0, "dora": 100.0, "qlora": 120.0, "full": 90.0}
-
-
 CPU_REFERENCE_PARAMS = 135e6
-
-
 # The training step in bf16 mixed precision on a CPU with native bf16 matmuls, vs fp32: 805 vs
 # 476 tokens/s (LoRA), 662 vs 408 (QLoRA) measured on an AVX512-BF16 EPYC.
 CPU_BF16_STEP_GAIN = 1.6
@@ -201,12 +197,12 @@ def preflight_sft(config: TrainConfig,
         return report
     say("Counting parameters…")
     try:
-        trainable, total, shape = _parameters(config)
+        trainable, total, shape = parameters_for(config)
         report.trainable_params, report.total_params = trainable, total
         completion_tokens = _mean_trained(trained_rows)
         row_tokens = sum(lengths) / max(1, batch_rows)  # a packed row holds several examples
-        report.memory_estimate_mb = _memory(config, report.device, total, trainable, shape,
-                                            row_tokens, completion_tokens)
+        report.memory_estimate_mb = memory_estimate(config, report.device, total, trainable,
+                                                    shape, row_tokens, completion_tokens)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
     from engine.training.batching import batch_layout
