@@ -47,7 +47,8 @@ def available_models() -> list[ModelEntry]:
     if home.is_dir():
         for folder in sorted(home.iterdir()):
             marker = folder / models.CACHE_MARKER
-            if folder.name == models.DEFAULT_MODEL or folder.name.startswith(".") or not marker.is_file():
+            if (folder.name == models.DEFAULT_MODEL or folder.name.startswith(".")
+                    or not marker.is_file()):
                 continue
             try:
                 meta = json.loads(marker.read_text())
@@ -64,8 +65,10 @@ def available_models() -> list[ModelEntry]:
                 entries.append(ModelEntry(
                     name=folder.name, ref=str(folder), kind="exported (merged)",
                     location=str(folder), size_bytes=_folder_size(folder), cached=True))
+            if not folder.is_dir():
+                continue
             # `export --gguf`: one file per quantization, loadable by path like any .gguf
-            for gguf in sorted(folder.glob("*.gguf")) if folder.is_dir() else ():
+            for gguf in sorted(folder.glob("*.gguf")):
                 quant = gguf.stem.rpartition(".")[2] if "." in gguf.stem else "gguf"
                 entries.append(ModelEntry(
                     name=gguf.stem, ref=str(gguf), kind=f"exported (GGUF {quant})",

@@ -35,8 +35,6 @@ class PreflightReport:
     precision_reason: str = ""
     train_seconds: float | None = None  # the steps alone; est_seconds adds `between`
     between: Any = None  # suggest.BetweenSteps: evaluations and samples, and their cost
-    train_seconds: float | None = None  # the steps alone; est_seconds adds `between`
-    between: Any = None  # suggest.BetweenSteps: evaluations and samples, and their cost
     method: str = ""  # the method that will train (`auto` resolved)
     method_reason: str = ""  # why, when `auto` chose it
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
+from engine.training import data as tdata
 from engine.training.config import TrainConfig
 from engine.training.data import IGNORE
 from engine.training.preflight_checks import (
@@ -28,6 +29,7 @@ from engine.training.shared import (
     load_conversations,
     load_model,
     log,
+    mixed_precision,
     peft_config,
     record_base,
     run_trainer,
@@ -64,7 +66,6 @@ def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str
 def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list[Any],
                   convs: tuple[list[Any], list[Any]] | None = None) -> tuple[Any, Any, Any]:
     """(trainer, train dataset, eval dataset) for a config and a loaded model."""
-    from engine.training import data as tdata
     from engine.training.batching import PackedCollator
     from engine.training.trainers import (
         FastSFTTrainer,
@@ -148,9 +149,7 @@ def preflight_sft(config: TrainConfig,
         report.errors.append(str(err))
         return report
     from engine import models
-    from engine.training import data as tdata
     from engine.training.method_fit import fit_method
-    from engine.training.shared import load_conversations
 
     config, report.method_reason = fit_method(config)
     report.method = config.method
@@ -166,8 +165,6 @@ def preflight_sft(config: TrainConfig,
     report.train_rows, report.eval_rows = len(train_convs), len(eval_convs)
     policy = models.device_policy()
     report.device = policy.device
-    from engine.training.shared import mixed_precision
-
     report.precision, report.precision_reason = mixed_precision(config, policy.device,
                                                                 policy.dtype_name)
 
