@@ -34,6 +34,7 @@ from engine.errors import TunedeckError, first_line
 from engine.training.rundir import RunDir, list_runs, open_run
 
 ADAPTER_CONFIG = "adapter_config.json"
+NEWEST = "newest:"  # newest:NAME, the newest finished run named NAME
 _UNSEEN = object()  # "no value given" / "never seen", where None means the base model
 EXTRAS_KEY = "adapters"  # where a LoadedModel keeps its AdapterSet (LoadedModel.extras)
 _LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
@@ -177,11 +178,29 @@ def resolve(ref: str | Path | AdapterInfo) -> AdapterInfo:
             return _pick(RunDir(path.resolve()), None, text)
         raise TunedeckError(f"{text}: this folder has no {ADAPTER_CONFIG}, so it is not a PEFT "
                             "adapter. Give the folder PEFT saved, or a run id.")
+    if text.startswith(NEWEST):
+        return _newest_named(text[len(NEWEST):].strip(), text)
     run_part, sep, which = text.partition(":")
     if sep and not which:
         raise TunedeckError(f"{text}: after ':' give a checkpoint, e.g. {run_part}:checkpoint-20 "
                             f"or {run_part}:latest.")
     return _pick(open_run(run_part), which or None, text)
+
+
+def _newest_named(name: str, text: str) -> AdapterInfo:
+    """`newest:NAME`: the final adapter of the newest finished run named NAME (its config's
+    `name`), so a shipped config can start from the run another shipped config makes."""
+    from engine.training.rundir import list_runs
+
+    for run in list_runs():
+        if str(read_run_config(run).get("name") or "") != name:
+            continue
+        final = [a for a in run_adapters(run) if a.kind == "final"]
+        if final:
+            return final[0]
+    raise TunedeckError(f"{text}: no finished run named {name!r} has an adapter yet; train one "
+                        f"first (a config with `name: {name}`, e.g. tunedeck train "
+                        f"configs/{name}.yaml), or give a run id.")
 
 
 def _pick(run: RunDir, which: str | None, text: str) -> AdapterInfo:

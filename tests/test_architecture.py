@@ -149,8 +149,11 @@ def test_per_method_defaults_live_once_and_the_docs_table_is_theirs(tmp_path):
     assert set(method_defaults.LEARNING_RATE) == set(config.METHODS)
     text = (ROOT / "docs" / "training.md").read_text()
     table = text.split("<!-- method-defaults -->")[1].split("<!-- /method-defaults -->")[0]
-    documented = {m: float(v) for m, v in re.findall(r"\| `(\w+)` \| ([\d.e-]+) \|", table)}
-    assert documented == method_defaults.LEARNING_RATE
+    rows = re.findall(r"\| `(\w+)` \| ([\d.e-]+) \| ([\d.]+|—) \|", table)
+    assert {m: float(lr) for m, lr, _ in rows} == method_defaults.LEARNING_RATE
+    assert {m: float(b) for m, _, b in rows if b != "—"} == method_defaults.BETA
+    assert TrainConfig(method="grpo").beta == 0.04
+    assert TrainConfig(method="dpo", beta=0.3).beta == 0.3
     # A config that does not say gets its method's; one that says keeps it.
     assert TrainConfig(method="dpo").learning_rate == 5e-6
     assert TrainConfig(method="full").learning_rate == 2e-5

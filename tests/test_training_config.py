@@ -74,13 +74,39 @@ def test_example_configs_load_validate_and_are_small():
     found = {p.stem: TrainConfig.from_yaml(p) for p in example_configs()}
     assert {"sql", "sentiment-lora", "arithmetic-full"} <= set(found)
     assert {c.method for c in found.values()} >= {"auto", "lora", "full"}
+    # sql-grpo starts from the newest finished run named sql: none yet, and the error says how.
+    with pytest.raises(ConfigError, match=r"no finished run named 'sql'.*configs/sql.yaml"):
+        found["sql-grpo"].validate(device_checks=False)
+    sft = fake_finished_run("20261201-100000-sql-a1b2", name="sql")
+    older = fake_finished_run("20261130-100000-sql-c3d4", name="sql")
+    assert found["sql-grpo"].resolved().adapter == str(sft / "adapter")  # pinned: the newest
+    assert older.is_dir()
     for name, cfg in found.items():
         cfg.validate(device_checks=False)
+        if name == "sql-grpo":  # GRPO counts its steps: ≤ 20 minutes on a 2-core CPU
+            assert cfg.method == "grpo" and 0 < cfg.max_steps <= 100
+            continue
         if name == "sql":  # the measured recipe: the whole train split, epochs, no EOS cut
             assert cfg.max_steps == -1 and cfg.limit is None and cfg.epochs >= 1
             continue
         # The quick demos are bounded so each finishes in minutes on a 2-core CPU.
         assert 0 < cfg.max_steps <= 60 and cfg.max_seq_len <= 256
+
+
+def fake_finished_run(run_id: str, name: str):
+    """A finished run folder with a final adapter (the files an adapter is recognised by)."""
+    import json
+
+    from engine import paths
+
+    folder = paths.ensure_dir(paths.runs_dir() / run_id)
+    (folder / "config.yaml").write_text(f"name: {name}\nmethod: lora\n", encoding="utf-8")
+    (folder / "status.json").write_text(json.dumps({"state": "done"}), encoding="utf-8")
+    adapter = folder / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    return folder
 
 
 def test_resolved_config_has_absolute_dataset_path():

@@ -186,7 +186,21 @@ class RunHistory:
             eval_steps=[e.get("step") for e in self.evals],
             eval_losses=[e.get("eval_loss") for e in self.evals],
             lr_steps=[e.get("step") for e in with_lr], lrs=[e["lr"] for e in with_lr],
+            rewards=self.reward_series(),
         )
+
+    def reward_series(self) -> dict[str, tuple[list[float], list[float]]] | None:
+        """GRPO's rewards per step (`reward`, then `rewards/<name>/mean`), None for other runs."""
+        # In the order the run logs them: the config's order of its rewards.
+        keys = ["reward", *dict.fromkeys(k for e in self.logs for k in e
+                                         if k.startswith("rewards/") and k.endswith("/mean"))]
+        out = {}
+        for key in keys:
+            points = [(e.get("step"), e[key]) for e in self.logs if _number(e.get(key)) is not None]
+            if points:
+                name = key if key == "reward" else key[len("rewards/"):-len("/mean")]
+                out[name] = ([p[0] for p in points], [p[1] for p in points])
+        return out if "reward" in out else None
 
 
 def _append_by_step(events: list[dict[str, Any]], event: dict[str, Any]) -> None:

@@ -19,7 +19,10 @@ from engine.errors import ConfigError
 # The method names; engine/training/recipes.py maps each to its recipe (a test holds them equal).
 SFT_METHODS = ("auto", "full", "lora", "qlora", "dora")
 PREFERENCE_METHODS = ("dpo", "kto")
-METHODS = SFT_METHODS + PREFERENCE_METHODS
+RL_METHODS = ("grpo",)
+# Methods that always train a LoRA adapter, from the base or from an SFT adapter (`adapter:`).
+ADAPTER_METHODS = PREFERENCE_METHODS + RL_METHODS
+METHODS = SFT_METHODS + PREFERENCE_METHODS + RL_METHODS
 QUANT_TYPES = ("nf4", "fp4")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -30,7 +33,7 @@ OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "a
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = PROJECT_ROOT / "configs"
 # Settings that are floating-point numbers: each must be finite (YAML reads .inf / .nan).
-FLOAT_FIELDS = ("learning_rate", "lora_dropout", "warmup_ratio", "epochs", "beta")
+FLOAT_FIELDS = ("learning_rate", "lora_dropout", "warmup_ratio", "epochs", "beta", "temperature")
 # Counts beyond this are typos, and overflow the 32-bit integers that torch and numpy use.
 MAX_COUNT = 2**31 - 1
 MAX_SEED = 2**32 - 1
@@ -44,7 +47,7 @@ class TrainConfig:
     dataset: str = "sample_data/text_to_sql"  # file or folder with train/validation/test.jsonl
     eval_dataset: str | None = None  # default: the folder's validation split
     mapping: dict[str, str] = field(default_factory=dict)  # column mapping {"question": "prompt"}
-    method: str = "qlora"  # auto | full | lora | qlora | dora | dpo | kto (preference.py);
+    method: str = "qlora"  # auto | full | lora | qlora | dora | dpo | kto (preference.py) | grpo;
     # auto: qlora on CUDA, lora elsewhere (method_fit.py), resolved when the run is created
     lora_r: int = 16
     lora_alpha: int = 32
@@ -75,18 +78,28 @@ class TrainConfig:
     # user turn); recorded with the run, so evaluation prompts the adapter the same way.
     template: str | None = None
     eval_limit: int | None = None  # first N evaluation rows (evaluation costs time every eval_every)
-    # Preference training (method dpo / kto, engine/training/preference.py):
+    # Preference and RL training (dpo / kto: preference.py; grpo: grpo.py):
     adapter: str | None = None  # start from this SFT adapter (run id or adapter folder)
-    beta: float = 0.1  # DPO/KTO: how far the policy may move from the reference model
+    beta: float | None = None  # how far the policy may move from the reference (None: the method's)
+    # GRPO (engine/training/grpo.py): rewards {name or file.py:function: weight} (None: the
+    # task's, engine/training/rewards.py), completions sampled per prompt, their length and
+    # temperature, and the SQL rewards' database (None: the sample database).
+    rewards: dict[str, float] | None = None
+    num_generations: int = 4
+    max_completion_length: int = 128
+    temperature: float = 0.9
+    database: str | None = None
     # TensorBoard event files beside events.jsonl (on when the tensorboard package is installed)
     tensorboard: bool = True
 
     # ------------------------------------------------------------------ (de)serialising
     def __post_init__(self) -> None:
-        if self.learning_rate is None:
-            from engine.training import method_defaults
+        from engine.training import method_defaults
 
+        if self.learning_rate is None:
             self.learning_rate = method_defaults.learning_rate(self.method)
+        if self.beta is None:
+            self.beta = method_defaults.beta(self.method)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -158,6 +171,34 @@ class TrainConfig:
     def uses_peft(self) -> bool:
         return self.method in ("auto", "lora", "qlora", "dora")  # auto resolves to a PEFT one
 
+    def _rl_problems(self, bad_float: list[str]) -> list[str]:
+        from engine.training import rewards
+
+        problems = []
+        if "beta" not in bad_float and self.beta < 0:
+            problems.append(f"beta: 0 (no KL term) or positive (got {self.beta}).")
+        if self.num_generations < 2:
+            problems.append(f"num_generations: at least 2 (got {self.num_generations}): GRPO "
+                            "compares each completion with the others of its prompt.")
+        elif (self.batch_size * self.grad_accum) % self.num_generations:
+            problems.append(
+                f"batch_size: batch_size x grad_accum ({self.batch_size * self.grad_accum}) must "
+                f"be a multiple of num_generations ({self.num_generations}): each step holds "
+                "whole groups of completions; e.g. batch_size="
+                f"{max(self.num_generations, self.batch_size // self.num_generations * self.num_generations)}.")
+        if self.max_completion_length < 1:
+            problems.append("max_completion_length: the most tokens a sampled completion may "
+                            f"have, at least 1 (got {self.max_completion_length}).")
+        if "temperature" not in bad_float and self.temperature <= 0:
+            problems.append(f"temperature: must be positive to sample (got {self.temperature}); "
+                            "0.7 to 1.0 keeps the completions of a prompt different.")
+        if self.rewards is not None:
+            problems += rewards.check_spec(self.rewards, base_dir=None)
+        if self.database is not None and not Path(self.database).expanduser().is_file():
+            problems.append(f"database: {self.database} is not a file; give the SQLite database "
+                            "the SQL rewards run the queries on (or null for the sample one).")
+        return problems
+
     def dataset_path(self) -> Path:
         return resolve_data_path(self.dataset)
 
@@ -165,11 +206,17 @@ class TrainConfig:
         return resolve_data_path(self.eval_dataset) if self.eval_dataset else None
 
     def resolved(self) -> TrainConfig:
-        """Dataset paths made absolute, so the saved config reproduces from any directory."""
+        """Dataset paths made absolute and the starting adapter pinned to its folder, so the saved
+        config reproduces from any directory, and later."""
         data = self.to_dict()
         data["dataset"] = str(self.dataset_path())
         if self.eval_dataset:
             data["eval_dataset"] = str(self.eval_dataset_path())
+        if self.adapter and self.method in ADAPTER_METHODS:
+            from engine.training.adapter_ref import resolve_adapter
+
+            # The folder, not `newest:sql` or an id prefix: a resume starts from the same one.
+            data["adapter"] = str(resolve_adapter(self.adapter))
         return type(self).from_dict(data)
 
     # ------------------------------------------------------------------ validation
@@ -190,8 +237,10 @@ class TrainConfig:
             problems.append(f"seed: must be in 0 … {MAX_SEED} (got {self.seed}).")
         if self.method not in METHODS:
             problems.append(f"method: {self.method!r} is not one of {', '.join(METHODS)}.")
-        elif self.method not in SFT_METHODS and "beta" not in bad_float and self.beta <= 0:
+        elif self.method in PREFERENCE_METHODS and "beta" not in bad_float and self.beta <= 0:
             problems.append(f"beta: must be positive for {self.method} (got {self.beta}).")
+        elif self.method in RL_METHODS:
+            problems += self._rl_problems(bad_float)
         if self.method == "kto" and self.batch_size < 2:
             problems.append("batch_size: KTO needs at least 2 (its KL estimate pairs answers "
                             "within a batch); raise batch_size, lower grad_accum to compensate.")
@@ -246,7 +295,7 @@ class TrainConfig:
                 self.eval_dataset_path()
             except ConfigError as err:
                 problems.append(str(err))
-        if self.adapter and self.method not in SFT_METHODS:
+        if self.adapter and self.method in ADAPTER_METHODS:
             from engine.training.adapter_ref import resolve_adapter
 
             try:
@@ -308,11 +357,15 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     """Check `value` against the annotation; ints are accepted for floats (YAML writes 1 not 1.0)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        inner: ConfigError | None = None
         for arg in typing.get_args(tp):
             try:
                 return _coerce(key, value, arg, source)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                if f" {key}." in str(err):  # a mapping's entry is wrong: say which one
+                    inner = err
+        if inner is not None:
+            raise inner
     elif tp is type(None):
         if value is None:
             return None
@@ -343,7 +396,10 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             return [_coerce(key, v, item, source) for v in value]
     elif origin is dict:
         if isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
+            _, item = typing.get_args(tp) or (str, str)
+            if item is str:
+                return {str(k): str(v) for k, v in value.items()}
+            return {str(k): _coerce(f"{key}.{k}", v, item, source) for k, v in value.items()}
     elif tp is Any:
         return value
     raise ConfigError(

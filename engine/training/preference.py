@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, TunedeckError
+from engine.training.adapter_ref import load_start as load_base
 from engine.training.adapter_ref import resolve_adapter
 
 FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
@@ -151,41 +152,20 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
     return trainer
 
 
-def load_base(config: Any, progress: Any = None) -> Any:
-    """The model preference training starts from: for an SFT adapter the base it was trained
-    against (a QLoRA adapter's 4-bit base, `engine.adapter_base`), else the config's model."""
-    from engine import adapter_base, models
-
-    if not config.adapter:
-        return models.load(config.model, progress=progress)
-    say = progress or (lambda _text: None)
-    try:
-        plan = adapter_base.plan_base(config.adapter, model=config.model)
-        plan.force_hint = ": set `model:` in the config to it"
-        say(plan.line)
-        loaded = adapter_base.load_base(plan, progress=progress)
-    except TunedeckError as err:
-        raise ConfigError(f"adapter: {err}") from None
-    for warning in [*plan.warnings, *loaded.extras.get("base_warnings", [])]:
-        say(f"warning: {warning}")
-    return loaded
-
-
 # --------------------------------------------------------------------------- the run
 
 
-def events_callback(run: Any, stop_flag: Any, tokenizer: Any, samples: list[Any],
-                    sample_every: int) -> Any:
-    """The runner's events callback, with the trainer's preference metrics in "log" events."""
+def passthrough_callback_class(prefixes: tuple[str, ...]) -> type:
+    """The runner's events callback class, with the trainer's metrics that start with one of
+    `prefixes` (DPO / KTO's implicit rewards, GRPO's rewards and KL) in its "log" events."""
     from engine.training.callbacks import RunEventsCallback, _num
 
-    class PreferenceEventsCallback(RunEventsCallback):
+    class PassthroughEventsCallback(RunEventsCallback):
         extra: dict[str, Any] = {}
 
         def on_log(self, args: Any, state: Any, control: Any,
                    logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            self.extra = {k: _num(v) for k, v in (logs or {}).items()
-                          if k.startswith(PASSTHROUGH_PREFIXES)}
+            self.extra = {k: _num(v) for k, v in (logs or {}).items() if k.startswith(prefixes)}
             super().on_log(args, state, control, logs=logs, **kwargs)
 
         def _emit(self, kind: str, step: int, **fields: Any) -> None:
@@ -193,7 +173,14 @@ def events_callback(run: Any, stop_flag: Any, tokenizer: Any, samples: list[Any]
                 fields.update(self.extra)
             super()._emit(kind, step, **fields)
 
-    return PreferenceEventsCallback(run, stop_flag, tokenizer, samples, sample_every)
+    return PassthroughEventsCallback
+
+
+def events_callback(run: Any, stop_flag: Any, tokenizer: Any, samples: list[Any],
+                    sample_every: int) -> Any:
+    """The runner's events callback, with the trainer's preference metrics in "log" events."""
+    cls = passthrough_callback_class(PASSTHROUGH_PREFIXES)
+    return cls(run, stop_flag, tokenizer, samples, sample_every)
 
 
 def sample_conversations(rows: list[dict[str, Any]], method: str, k: int) -> list[Any]:

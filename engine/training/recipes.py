@@ -41,9 +41,21 @@ def _preference_train(run: Any, stop_flag: Any, config: Any) -> str:
     return train_preference(run, stop_flag, config)
 
 
+def _grpo_preflight(config: Any, progress: Callable[[str], None] | None) -> Any:
+    from engine.training.grpo import preflight_grpo
+
+    return preflight_grpo(config, progress)
+
+
+def _grpo_train(run: Any, stop_flag: Any, config: Any) -> str:
+    from engine.training.grpo import train_grpo
+
+    return train_grpo(run, stop_flag, config)
+
+
 @dataclass(frozen=True)
 class Recipe:
-    family: str  # "sft" | "preference"
+    family: str  # "sft" | "preference" | "rl"
     summary: str  # one line, for help and errors
     preflight: Callable[[Any, Callable[[str], None] | None], Any]  # -> PreflightReport
     train: Callable[[Any, Any, Any], str]  # (run, stop_flag, config) -> final state
@@ -53,6 +65,8 @@ SFT = Recipe("sft", "supervised fine-tuning on prompt / completion pairs (TRL SF
              _sft_preflight, _sft_train)
 PREFERENCE = Recipe("preference", "preference training from rated pairs (TRL DPO / KTO)",
                     _preference_preflight, _preference_train)
+RL = Recipe("rl", "reinforcement learning from verifiable rewards (TRL GRPO)",
+            _grpo_preflight, _grpo_train)
 
 RECIPES: dict[str, Recipe] = {
     "auto": SFT,  # resolved to qlora or lora for the device (engine.training.method_fit)
@@ -62,6 +76,7 @@ RECIPES: dict[str, Recipe] = {
     "dora": SFT,
     "dpo": PREFERENCE,
     "kto": PREFERENCE,
+    "grpo": RL,
 }
 
 

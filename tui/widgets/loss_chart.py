@@ -22,6 +22,7 @@ MAX_POINTS = 400
 # colour (a monochrome terminal, a colour-blind reader): a braille line, dots, a dotted line.
 TRAIN_MARK, EVAL_MARK, LR_MARK = "braille", "•", "·"
 OVERLAY_MARKS = ("braille", "•", "x", "+", "o", "*")
+REWARD_MARKS = ("braille", "•", "x", "+", "o", "*")  # the total, then each reward function
 SHOWN = {"braille": "⣀"}  # how the legend writes a plotext marker name
 
 
@@ -71,6 +72,10 @@ class Series:
     eval_losses: list[float] | None = None
     lr_steps: list[float] | None = None
     lrs: list[float] | None = None
+    # GRPO: {"reward": (steps, values), "sql_exec": …}, the mean reward of each step's sampled
+    # completions in all and per reward function; drawn instead of the loss, which in GRPO
+    # says little (it is ~0 whenever the advantages are centred).
+    rewards: dict[str, tuple[list[float], list[float]]] | None = None
 
 
 def _finite(xs: Sequence[float] | None, ys: Sequence[float] | None) -> tuple[list, list]:
@@ -122,6 +127,9 @@ class LossChart(PlotextPlot):
     def build_curves(self) -> list[Curve]:
         curves: list[Curve] = []
         for index, series in enumerate(self._series):
+            if series.rewards and not self._overlay:
+                curves += self._reward_curves(series)
+                continue
             xs, ys = _finite(series.steps, series.losses)
             smoothed = self.smooth and len(ys) > 1
             if self._overlay:
@@ -139,6 +147,20 @@ class LossChart(PlotextPlot):
             lx, ly = _finite(series.lr_steps, series.lrs)
             if self.show_lr and lx:
                 curves.append(Curve("lr", lx, ly, right=True, marker=LR_MARK))
+        return curves
+
+    def _reward_curves(self, series: Series) -> list[Curve]:
+        curves = []
+        for index, (name, (steps, values)) in enumerate((series.rewards or {}).items()):
+            xs, ys = _finite(steps, values)
+            if xs:
+                smoothed = self.smooth and len(ys) > 1 and index == 0
+                label = f"{name} (smoothed)" if smoothed else name
+                curves.append(Curve(label, xs, ema(ys) if smoothed else ys,
+                                    marker=REWARD_MARKS[index % len(REWARD_MARKS)]))
+        lx, ly = _finite(series.lr_steps, series.lrs)
+        if self.show_lr and lx:
+            curves.append(Curve("lr", lx, ly, right=True, marker=LR_MARK))
         return curves
 
     @property

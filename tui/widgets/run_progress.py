@@ -44,12 +44,35 @@ REWARD_KEYS = (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"),
 
 
 def reward_parts(event: dict) -> list[str]:
-    """Preference runs (DPO / KTO) log implicit rewards; show the ones the last step has."""
-    parts = []
+    """Preference runs (DPO / KTO) log implicit rewards, GRPO runs the rewards of their sampled
+    completions: show the ones the last step has."""
+    parts = grpo_parts(event)
     for key, label in REWARD_KEYS:
         value = event.get(key)
         if isinstance(value, (int, float)):
             parts.append(f"{label} {value:+.3f}" if label != "acc" else f"{label} {value:.2f}")
+    return parts
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def grpo_parts(event: dict) -> list[str]:
+    """`reward 0.62±0.31 · sql_exec 0.50±0.53 · format 0.95 · kl 0.0021 · len 38`."""
+    if not _is_number(event.get("reward")):
+        return []
+    parts = [f"reward {event['reward']:.2f}" + (f"±{event['reward_std']:.2f}"
+                                                 if _is_number(event.get("reward_std")) else "")]
+    for key, value in event.items():
+        if key.startswith("rewards/") and key.endswith("/mean") and _is_number(value):
+            name = key[len("rewards/"):-len("/mean")]
+            std = event.get(f"rewards/{name}/std")
+            parts.append(f"{name} {value:.2f}" + (f"±{std:.2f}" if _is_number(std) else ""))
+    if _is_number(event.get("kl")):
+        parts.append(f"kl {event['kl']:.4f}")
+    if _is_number(event.get("completions/mean_length")):
+        parts.append(f"len {event['completions/mean_length']:.0f}")
     return parts
 
 

@@ -22,13 +22,27 @@ def _clip(text: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def reward_text(sample: dict[str, Any]) -> str:
+    """`1.20 (sql_exec 1 · format 0.2)`: a GRPO sample's weighted reward and each function's."""
+    total = sample.get("reward")
+    if not isinstance(total, (int, float)):
+        return ""
+    parts = [f"{name} {value:g}" for name, value in (sample.get("rewards") or {}).items()
+             if isinstance(value, (int, float))]
+    return f"{total:.2f}" + (f" ({' · '.join(parts)})" if parts else "")
+
+
 def sample_content(sample: dict[str, Any]) -> Content:
-    return Content.assemble(
+    parts: list[Any] = [
         (f"step {sample.get('step', '?')}", "bold $accent"), "\n",
         ("prompt     ", "$text-muted"), _clip(sample.get("prompt")), "\n",
         ("reference  ", "$text-muted"), _clip(sample.get("reference")), "\n",
         ("completion ", "bold"), (_clip(sample.get("completion")), "$success"),
-    )
+    ]
+    reward = reward_text(sample)
+    if reward:  # GRPO: the completion was sampled in training and scored by the rewards
+        parts += ["\n", ("reward     ", "$text-muted"), (reward, "bold")]
+    return Content.assemble(*parts)
 
 
 class SamplesPanel(VerticalScroll):
