@@ -161,3 +161,21 @@ def test_per_method_defaults_live_once_and_the_docs_table_is_theirs(tmp_path):
     path = tmp_path / "kto.yaml"
     path.write_text("method: kto\ndataset: prefs.jsonl\n")
     assert TrainConfig.from_yaml(path).learning_rate == 5e-6
+
+
+def test_every_setting_has_help_in_every_recipe():
+    import dataclasses
+
+    from engine.training import recipes, settings_help
+    from engine.training.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(settings_help.COMMON) == names  # a new setting needs its line
+    for method, recipe in recipes.RECIPES.items():
+        assert set(recipe.settings) <= names, method  # no help for a setting that is not
+        assert all(recipes.field_help(method, name) for name in names), method
+    # The same setting, told per recipe where its meaning differs.
+    assert "completions per device" in recipes.field_help("grpo", "batch_size")
+    assert "KTO needs at least 2" in recipes.field_help("kto", "batch_size")
+    assert recipes.field_help("lora", "batch_size") == settings_help.COMMON["batch_size"]
+    assert recipes.field_help("grpo", "beta") != recipes.field_help("dpo", "beta")

@@ -152,6 +152,27 @@ def test_preflight_checks_the_rewards_on_the_references(tiny_model_dir, tmp_path
                for e in report.errors)
 
 
+def test_unset_generation_settings_are_fitted_with_their_reasons():
+    from engine.training.grpo import fit_settings
+
+    cfg = TrainConfig(method="grpo", batch_size=8)
+    fitted, reasons = fit_settings(cfg, [40, 152, 60], [30, 44, 38], "cpu")
+    assert (fitted.num_generations, fitted.max_completion_length, fitted.temperature) == \
+        (4, 176, 1.0)
+    assert reasons[0] == "num_generations 4: 4 per prompt on cpu (2 prompt(s) a step)"
+    assert reasons[1].startswith("max_completion_length 176: the longest reference is 152")
+    # A GPU samples 8 a prompt: a batch of 6 holds one group of 6 there, two of 3 on a CPU.
+    assert fit_settings(cfg, [10], [10], "cuda")[0].num_generations == 8
+    six = TrainConfig(method="grpo", batch_size=6)
+    assert fit_settings(six, [10], [10], "cuda")[0].num_generations == 6
+    assert fit_settings(six, [10], [10], "cpu")[0].num_generations == 3
+    # The context bounds the completions; a setting the config gives is kept, with no reason.
+    assert fit_settings(cfg, [500], [100], "cpu", context=512)[0].max_completion_length == 412
+    given = TrainConfig(method="grpo", num_generations=2, max_completion_length=64,
+                        temperature=0.7)
+    assert fit_settings(given, [500], [10], "cpu") == (given, [])
+
+
 def test_sample_events_show_the_best_and_worst_completion_of_each_prompt():
     from engine.training.grpo import sample_events
 
@@ -186,6 +207,7 @@ def grpo_run(run_id: str, steps: int = 24) -> RunDir:
             run.append_event("sample", step=step, prompt="How many customers are there?",
                              reference="SELECT COUNT(*) FROM customers",
                              completion="SELECT COUNT(*) FROM customers", reward=1.2,
+                             temperature=0.9,
                              rewards={"sql_exec": 1.0, "format": 1.0}, t=T0 + 20 * step)
     run.append_event("state", state="done", t=T0 + 20 * steps + 1)
     run.log_path.write_text("rewards: sql_exec x1, format x0.2\n", encoding="utf-8")
@@ -212,6 +234,20 @@ async def test_live_view_draws_the_reward_series_and_shows_rewards():
         assert "kl 0.0120" in line and "len 28" in line
         panel = str(app.screen.query_one("#run-samples").query(".sample").last().render())
         assert "reward" in panel and "1.20 (sql_exec 1 · format 1)" in panel
+
+
+def test_rate_screen_import_keeps_a_sampled_completion_and_its_rewards():
+    from engine.ratings import RatingStore
+
+    run = grpo_run("20251129-090000-grpo-a1b2")
+    with RatingStore() as store:
+        ids = store.import_run_samples(run)
+        assert len(ids) == 2
+        completion = store.get_completion(ids[0])
+    assert completion.completion == "SELECT COUNT(*) FROM customers"
+    assert completion.params["temperature"] == 0.9
+    assert completion.extra["reward"] == 1.2
+    assert completion.extra["rewards"] == {"sql_exec": 1.0, "format": 1.0}
 
 
 def test_snapshot_grpo_run_view(snap_compare, monkeypatch):

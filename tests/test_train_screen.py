@@ -360,3 +360,24 @@ def _Blank():
     from textual.screen import Screen
 
     return Screen()
+
+
+async def test_the_focused_setting_says_what_it_means_for_the_method():
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_train(pilot)
+        box = screen.query_one("#field-help")
+        assert not box.display  # nothing focused in the form yet
+        screen.query_one("#field-batch_size", Input).focus()
+        await pilot.pause()
+        assert box.display
+        assert str(box.render()).startswith("batch size — rows per device per step")
+        await pilot.press("tab")  # the next field: its own line
+        assert str(box.render()).startswith("max seq len — tokens per row at most")
+        await pilot.press("shift+tab")
+        # The meaning follows the method: the form trains SFT methods only, so the recipe's
+        # own line is checked through the table the form asks.
+        from engine.training.recipes import field_help
+
+        assert field_help("grpo", "batch_size") != field_help("qlora", "batch_size")
+        assert field_help("qlora", "batch_size") in str(box.render())

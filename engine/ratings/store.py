@@ -147,8 +147,10 @@ class RatingStore(Database):
                 messages=[{"role": "user", "content": prompt}], prompt_text=prompt,
                 completion=str(event.get("completion", "")), model=str(status.get("model", "")),
                 adapter=f"{run.id}@{step}", run_id=run.id,
-                params={"temperature": 0.0},
-                extra={"step": step, "sample": index, "reference": event.get("reference")}))
+                # Greedy, except GRPO's: sampled in training, each with its rewards.
+                params={"temperature": float(event.get("temperature") or 0.0)},
+                extra={"step": step, "sample": index, "reference": event.get("reference"),
+                       **{k: event[k] for k in ("reward", "rewards") if k in event}}))
         return ids
 
     def add_pair(self, a_id: int, b_id: int, info: dict | None = None) -> int:

@@ -83,11 +83,12 @@ class TrainConfig:
     beta: float | None = None  # how far the policy may move from the reference (None: the method's)
     # GRPO (engine/training/grpo.py): rewards {name or file.py:function: weight} (None: the
     # task's, engine/training/rewards.py), completions sampled per prompt, their length and
-    # temperature, and the SQL rewards' database (None: the sample database).
+    # temperature (None: fitted to the data and device, grpo.fit_settings), and the SQL
+    # rewards' database (None: the sample database).
     rewards: dict[str, float] | None = None
-    num_generations: int = 4
-    max_completion_length: int = 128
-    temperature: float = 0.9
+    num_generations: int | None = None
+    max_completion_length: int | None = None
+    temperature: float | None = None
     database: str | None = None
     # TensorBoard event files beside events.jsonl (on when the tensorboard package is installed)
     tensorboard: bool = True
@@ -177,7 +178,9 @@ class TrainConfig:
         problems = []
         if "beta" not in bad_float and self.beta < 0:
             problems.append(f"beta: 0 (no KL term) or positive (got {self.beta}).")
-        if self.num_generations < 2:
+        if self.num_generations is None:
+            pass  # fitted to the batch (grpo.fit_settings)
+        elif self.num_generations < 2:
             problems.append(f"num_generations: at least 2 (got {self.num_generations}): GRPO "
                             "compares each completion with the others of its prompt.")
         elif (self.batch_size * self.grad_accum) % self.num_generations:
@@ -186,10 +189,11 @@ class TrainConfig:
                 f"be a multiple of num_generations ({self.num_generations}): each step holds "
                 "whole groups of completions; e.g. batch_size="
                 f"{max(self.num_generations, self.batch_size // self.num_generations * self.num_generations)}.")
-        if self.max_completion_length < 1:
+        if self.max_completion_length is not None and self.max_completion_length < 1:
             problems.append("max_completion_length: the most tokens a sampled completion may "
                             f"have, at least 1 (got {self.max_completion_length}).")
-        if "temperature" not in bad_float and self.temperature <= 0:
+        if self.temperature is not None and "temperature" not in bad_float \
+                and self.temperature <= 0:
             problems.append(f"temperature: must be positive to sample (got {self.temperature}); "
                             "0.7 to 1.0 keeps the completions of a prompt different.")
         if self.rewards is not None:
@@ -225,7 +229,8 @@ class TrainConfig:
         (slow: imports bitsandbytes) probe of 4-bit support on this machine."""
         problems: list[str] = []
         # A NaN compares false with everything, so the range checks below would let it through.
-        bad_float = [name for name in FLOAT_FIELDS if not math.isfinite(getattr(self, name))]
+        bad_float = [name for name in FLOAT_FIELDS
+                     if getattr(self, name) is not None and not math.isfinite(getattr(self, name))]
         for name in bad_float:
             problems.append(f"{name}: must be a finite number (got {getattr(self, name)}).")
         for f in dataclasses.fields(self):

@@ -89,6 +89,56 @@ def reward_functions(config: Any, prompts: Prompts,
                          labels=prompts.labels, base_dir=base_dir)
 
 
+# Completions per prompt: TRL's 8 where sampling is batched on a GPU; on a CPU each is sampled
+# token by token and a step's time grows with them, so 4 (the fewest that still give a
+# group's mean and spread some meaning, as in TRL's small-model examples).
+GENERATIONS = {"cuda": 8, "cpu": 4}
+# Sampling temperature: TRL's 1.0 keeps a group's completions different, which GRPO's
+# advantages need (a group that agrees teaches nothing).
+TEMPERATURE = 1.0
+COMPLETION_MARGIN = 16  # tokens beyond the longest reference: room for a closing fence, EOS
+
+
+def fit_settings(config: Any, reference_lengths: list[int], prompt_lengths: list[int],
+                 device: str, context: int | None = None) -> tuple[Any, list[str]]:
+    """The config with GRPO's unset generation settings fitted, and a line of why for each."""
+    reasons, changes = [], {}
+    if config.num_generations is None:
+        batch = config.batch_size * config.grad_accum
+        wanted = GENERATIONS.get(device, 4)
+        # The largest count up to `wanted` that splits the batch into whole groups.
+        fits = [n for n in range(2, max(2, batch) + 1) if batch % n == 0 and n <= wanted]
+        changes["num_generations"] = n = max(fits) if fits else 2
+        reasons.append(f"num_generations {n}: {wanted} per prompt on {device}"
+                       + (f", fitted to the batch of {batch}" if n != wanted else "")
+                       + f" ({batch // n} prompt(s) a step)")
+    if config.max_completion_length is None:
+        longest = max(reference_lengths) if reference_lengths else 64
+        length = -(-(longest + COMPLETION_MARGIN) // 16) * 16
+        if context and prompt_lengths:
+            length = max(16, min(length, context - max(prompt_lengths)))
+        changes["max_completion_length"] = length
+        reasons.append(f"max_completion_length {length}: the longest reference is {longest} "
+                       f"tokens, +{COMPLETION_MARGIN}")
+    if config.temperature is None:
+        changes["temperature"] = TEMPERATURE
+        reasons.append(f"temperature {TEMPERATURE:g}: distinct completions per prompt, which "
+                       "the group's comparison needs")
+    return (dataclasses.replace(config, **changes) if changes else config), reasons
+
+
+def lengths(tokenizer: Any, prompts: Prompts) -> tuple[list[int], list[int]]:
+    """Token counts of each prompt (chat-templated) and each reference."""
+    prompt_lengths, reference_lengths = [], []
+    for row in prompts.rows:
+        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]
+        prompt_lengths.append(len(ids))
+        reference_lengths.append(len(tokenizer(row["reference"],
+                                               add_special_tokens=False)["input_ids"]))
+    return prompt_lengths, reference_lengths
+
+
 def prompts_per_step(config: Any) -> int:
     return max(1, config.batch_size * config.grad_accum // config.num_generations)
 
@@ -208,7 +258,8 @@ def events_callback(run: Any, stop_flag: Any, tokenizer: Any, config: Any, promp
                     and self._fresh("sample", step) and self.trainer is not None):
                 for sample in sample_events(self.trainer._logs, weights, references,
                                             config.sample_k):
-                    self.run.append_event("sample", step=step, **sample)
+                    self.run.append_event("sample", step=step, temperature=config.temperature,
+                                          **sample)
                 self.recorded["sample"] = step
 
     return GrpoEventsCallback(run, stop_flag, tokenizer, [], 0)
@@ -225,6 +276,10 @@ def train_grpo(run: Any, stop_flag: Any, config: Any) -> str:
     log(f"loading {config.model} (grpo" + (f" from adapter {config.adapter})" if config.adapter
                                           else ")"))
     loaded = load_start(config, progress=log)
+    prompt_lengths, reference_lengths = lengths(loaded.tokenizer, prompts)
+    config, reasons = fit_settings(config, reference_lengths, prompt_lengths, loaded.info.device)
+    for reason in reasons:
+        log(f"fitted {reason}")
     base = record_base(run, config, loaded)
     callback = events_callback(run, stop_flag, loaded.tokenizer, config, prompts, weights)
     from engine.training import tensorboard
@@ -290,15 +345,13 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
                                                                 policy.dtype_name)
     _check_references(report, prompts, funcs)
     say("Tokenizing…")
-    prompt_lengths, reference_lengths = [], []
-    for i, row in enumerate(prompts.rows):
-        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
-                                            tokenize=True, return_dict=True)["input_ids"]
-        ref = tokenizer(row["reference"], add_special_tokens=False)["input_ids"]
-        prompt_lengths.append(len(ids))
-        reference_lengths.append(len(ref))
-        if i == 0:
-            report.example_tokens = [(tokenizer.decode([t]), False) for t in ids]
+    prompt_lengths, reference_lengths = lengths(tokenizer, prompts)
+    config, report.fitted = fit_settings(config, reference_lengths, prompt_lengths,
+                                         policy.device)
+    problems = _batch_problems(config)
+    if problems:
+        report.errors += problems
+        return report
     report.mean_tokens = sum(prompt_lengths) / len(prompt_lengths)
     longest = max(reference_lengths)
     if longest + 8 > config.max_completion_length:
@@ -329,6 +382,15 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
         report.train_seconds = report.est_seconds
     report.ok = not report.errors
     return report
+
+
+def _batch_problems(config: Any) -> list[str]:
+    """The checks of the fitted settings the config could not make while they were unset."""
+    try:
+        config.validate(device_checks=False)
+    except TunedeckError as err:
+        return [str(err)]
+    return []
 
 
 def _check_references(report: Any, prompts: Prompts, funcs: list[Any]) -> None:

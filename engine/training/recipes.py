@@ -11,10 +11,11 @@ The families import their libraries when they run, so this table is light to imp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.training import settings_help
 
 
 def _sft_preflight(config: Any, progress: Callable[[str], None] | None) -> Any:
@@ -59,14 +60,16 @@ class Recipe:
     summary: str  # one line, for help and errors
     preflight: Callable[[Any, Callable[[str], None] | None], Any]  # -> PreflightReport
     train: Callable[[Any, Any, Any], str]  # (run, stop_flag, config) -> final state
+    # What a setting means in this recipe, where that differs from settings_help.COMMON.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 SFT = Recipe("sft", "supervised fine-tuning on prompt / completion pairs (TRL SFT)",
-             _sft_preflight, _sft_train)
+             _sft_preflight, _sft_train, settings_help.SFT)
 PREFERENCE = Recipe("preference", "preference training from rated pairs (TRL DPO / KTO)",
-                    _preference_preflight, _preference_train)
+                    _preference_preflight, _preference_train, settings_help.PREFERENCE)
 RL = Recipe("rl", "reinforcement learning from verifiable rewards (TRL GRPO)",
-            _grpo_preflight, _grpo_train)
+            _grpo_preflight, _grpo_train, settings_help.RL)
 
 RECIPES: dict[str, Recipe] = {
     "auto": SFT,  # resolved to qlora or lora for the device (engine.training.method_fit)
@@ -90,3 +93,11 @@ def recipe_for(method: str) -> Recipe:
 
 def family_methods(family: str) -> tuple[str, ...]:
     return tuple(m for m, r in RECIPES.items() if r.family == family)
+
+
+def field_help(method: str, name: str) -> str:
+    """What setting `name` means for `method`: the recipe's own line, else the common one."""
+    recipe = RECIPES.get(method)
+    if recipe is not None and name in recipe.settings:
+        return recipe.settings[name]
+    return settings_help.COMMON.get(name, "")

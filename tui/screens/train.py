@@ -22,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.events import Resize
+from textual.events import DescendantFocus, Resize
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, get_current_worker
 
@@ -169,6 +169,8 @@ class TrainScreen(WorkbenchScreen):
     TrainScreen .form-row > Input, TrainScreen .form-row > Select { width: 1fr; }
     TrainScreen #preflight { width: 1fr; border: round $panel-lighten-2; padding: 0 1; }
     TrainScreen #preflight-status { height: auto; color: $text-muted; }
+    TrainScreen #field-help { height: auto; color: $accent; margin-bottom: 1; }
+    TrainScreen #field-help.empty { display: none; }
     TrainScreen #preflight-report { height: auto; }
     TrainScreen #preflight-report.error { color: $error; }
     /* Set on resize: the config column takes its share of a wide terminal, and on a narrow one
@@ -208,11 +210,33 @@ class TrainScreen(WorkbenchScreen):
                         yield Input(id=f"field-{field.name}", compact=True,
                                     select_on_focus=False)
             with VerticalScroll(id="preflight"):
+                yield Static("", id="field-help", classes="empty")
                 yield Static("Ctrl+T checks the config before a launch: the token view of one "
                              "example, memory, steps and time. Ctrl+L checks, then launches.",
                              id="preflight-status")
                 yield Static("", id="preflight-report")
         yield Footer()
+
+    def on_descendant_focus(self, event: DescendantFocus) -> None:
+        """The focused setting's meaning, for the method the form trains (the recipe's own
+        where it differs: batch size is completions in GRPO, rated rows in DPO)."""
+        self.show_field_help(event.widget.id or "")
+
+    @on(Select.Changed, "#field-method")
+    def _method_changed(self) -> None:
+        focused = self.focused
+        self.show_field_help(focused.id if focused is not None and focused.id else "")
+
+    def show_field_help(self, widget_id: str) -> None:
+        from engine.training.recipes import field_help
+
+        name = widget_id.removeprefix("field-") if widget_id.startswith("field-") else ""
+        method = self.query_one("#field-method", Select).value
+        text = field_help(str(method), name) if name else ""
+        label = next((f.label for f in FIELDS if f.name == name), name)
+        box = self.query_one("#field-help", Static)
+        box.update(Content.assemble((label, "bold"), " — ", text) if text else "")
+        box.set_class(not text, "empty")
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= WIDE_COLUMNS, "wide")

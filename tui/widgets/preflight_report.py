@@ -43,6 +43,7 @@ def report_content(report: Any) -> Content:
         train_part = (f"steps ~{duration(report.train_seconds)} · "
                       if getattr(report, "train_seconds", None) is not None else "")
         facts.append(("of which", train_part + between.describe(duration)))
+    facts += [("fitted", line) for line in getattr(report, "fitted", [])]
     facts += [
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
