@@ -14,8 +14,7 @@ import argparse
 from cli.console import console
 from cli.listing import Column, add_format, emit
 from engine.errors import TunedeckError
-
-SOURCES = ("try", "sample", "eval", "ab", "manual")  # engine.ratings.SOURCES, without its import
+from engine.ratings.schema import SOURCES  # light: the package loads its store lazily
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

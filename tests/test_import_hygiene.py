@@ -106,3 +106,16 @@ asyncio.run(main())
     loaded = _modules_after(code)
     assert "textual" in loaded
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
+def test_the_ratings_names_load_without_the_ratings_store():
+    # The CLI's parser takes the rating sources from the schema; the package's store, exports
+    # and A/B code load on first use, and are the same objects then.
+    loaded = _modules_after("import cli.ratings")
+    assert "engine.ratings.schema" in loaded
+    assert not {"engine.ratings.store", "engine.ratings.export", "engine.ratings.ab",
+                "engine.store"} & loaded
+    from engine import ratings
+    from engine.ratings.store import RatingStore
+
+    assert ratings.RatingStore is RatingStore

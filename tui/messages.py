@@ -61,6 +61,13 @@ class SettingsFitted(Message):
 
 
 @dataclass
+class FitFailed(Message):
+    """The Train screen's fit worker could not fit the settings (the form keeps its values)."""
+
+    error: str  # what went wrong, for the user
+
+
+@dataclass
 class PreflightDone(Message):
     """The Train screen's pre-flight (and launch) worker finished."""
 

@@ -14,8 +14,9 @@ completion keeps its provenance: model, adapter, run, template, strategy and par
 The names below are the package's public face; import them from here.
 """
 
-from engine.ratings.ab import ab_kind, generate_ab, prompt_ids
-from engine.ratings.export import ExportReport, build_export, write_export
+from importlib import import_module
+from typing import Any
+
 from engine.ratings.schema import (
     BAD_STARS,
     CHOICES,
@@ -28,7 +29,18 @@ from engine.ratings.schema import (
     Rating,
     chatml_messages,
 )
-from engine.ratings.store import RatingStore
+
+# The store, the exports and A/B load on first use (PEP 562), so that a light importer (the
+# CLI's argument parser wants SOURCES) does not pull in the database and generation code.
+_LAZY = {"RatingStore": "store", "ExportReport": "export", "build_export": "export",
+         "write_export": "export", "ab_kind": "ab", "generate_ab": "ab", "prompt_ids": "ab"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"engine.ratings.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'engine.ratings' has no attribute {name!r}")
+
 
 __all__ = [
     "BAD_STARS", "CHOICES", "FORMATS", "GOOD_STARS", "SOURCES", "Completion", "ExportReport",

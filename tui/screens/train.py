@@ -7,7 +7,8 @@ and the model, and `launch` is kept off the UI thread too; a launch runs the pre
 passing check of the same config is not repeated, and `launch` does not check again). Fitting
 the form to the data (`engine.training.suggest`) runs in its own group ("fit"): on opening, when
 the model or dataset field is changed, and on Ctrl+G. Workers post their results as typed
-messages (`tui.messages.SettingsFitted`, `PreflightDone`); their errors reach `worker_failed`. A field the user has edited keeps its value unless Ctrl+G asks.
+messages (`tui.messages.SettingsFitted` / `FitFailed`, `PreflightDone`); a pre-flight's
+errors reach `worker_failed`. A field the user has edited keeps its value unless Ctrl+G asks.
 `engine.training.*` is imported inside the functions, so opening this screen never pulls in
 torch.
 """
@@ -27,8 +28,8 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from engine.errors import TunedeckError
-from tui.messages import LoadProgress, PreflightDone, SettingsFitted
-from tui.screens.base import WorkbenchScreen
+from tui.messages import FitFailed, LoadProgress, PreflightDone, SettingsFitted
+from tui.screens.base import WorkbenchScreen, describe_error
 from tui.screens.run_view import RunViewScreen
 from tui.widgets.preflight_report import report_content
 
@@ -325,11 +326,19 @@ class TrainScreen(WorkbenchScreen):
     def _fit_worker(self, config: Any, force: bool) -> tuple[Any, bool]:
         from engine.training.suggest import suggest
 
-        suggestion = suggest(config, progress=lambda text: self.post_message(
-            LoadProgress(str(text))))
+        try:
+            suggestion = suggest(config, progress=lambda text: self.post_message(
+                LoadProgress(str(text))))
+        except Exception as err:  # the form keeps its values; nothing else is at stake
+            self.post_message(FitFailed(describe_error(err)))
+            return None, force
         if not get_current_worker().is_cancelled:  # an example chosen meanwhile wins
             self.post_message(SettingsFitted(suggestion, force))
         return suggestion, force
+
+    def on_fit_failed(self, message: FitFailed) -> None:
+        self.set_status("Could not fit the settings to the data (the form keeps its values):")
+        self.show_in_panel(Content(message.error), error=True, check=False)
 
     def on_settings_fitted(self, message: SettingsFitted) -> None:
         self.apply_fit(message.suggestion, message.force)
@@ -453,11 +462,6 @@ class TrainScreen(WorkbenchScreen):
             self.set_status("Ctrl+L launches this config.")
 
     def worker_failed(self, worker: Worker, message: str) -> None:
-        if worker.group == "fit":  # the form keeps its values; nothing else is at stake
-            self.set_status("Could not fit the settings to the data (the form keeps its "
-                            "values):")
-            self.show_in_panel(Content(message), error=True, check=False)
-            return
         self.show_error(message)
         super().worker_failed(worker, message)
 
