@@ -17,6 +17,11 @@ batch share run once. Both use fp32 on CPU; `--bf16` adds both again in bf16 mix
 first step of each run is warm-up and is not timed. MFU counts the FLOPs each path actually
 executes (padding included, shared prefixes once, attention scores left out) against the matmul
 peak of the variant's dtype, so it measures how busy the cores are, not how much work was saved.
+
+`--config PATH` instead measures both sides on a training config's own model, data, batch and
+trainer arguments, on the device the runner would use (a GPU where there is one), with peak
+accelerator memory: the comparison `tunedeck gpu-check` makes. The meter, the collator and the
+timer all variants use live in `engine/gpu_check/throughput.py`.
 """
 
 from __future__ import annotations
@@ -58,73 +63,6 @@ def _lora():
                       task_type="CAUSAL_LM")
 
 
-def _pad_collator(pad_id: int):
-    import torch
-
-    def collate(rows):
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), pad_id)
-        labels = torch.full((len(rows), width), -100)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            labels[i, :n] = torch.tensor(r["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return collate
-
-
-class _Meter:
-    """Counts real and padded tokens per batch, and the positions each path runs through the
-    decoder body and the LM head; times steps after the first."""
-
-    def __init__(self, collate, fast: bool):
-        self.collate = collate
-        self.fast = fast
-        self.tokens = self.padded = 0
-        self.timed_tokens = self.body_positions = self.head_positions = 0
-        self.counting = False
-
-    def __call__(self, rows):
-        from engine.training.batching import shared_prefix_length
-
-        batch = self.collate(rows)
-        mask = batch.get("attention_mask")
-        real = int(mask.sum()) if mask is not None else int(batch["real_tokens"])  # packed
-        self.tokens += real
-        self.padded += batch["input_ids"].numel()
-        if self.counting:
-            self.timed_tokens += real
-            rows_n, width = batch["input_ids"].shape
-            if self.fast:
-                keep = batch["labels"][:, 1:] != -100
-                prefix = shared_prefix_length(batch, keep)
-                self.body_positions += rows_n * width - (rows_n - 1) * prefix
-                self.head_positions += int(keep.sum())
-            else:
-                self.body_positions += rows_n * width
-                self.head_positions += rows_n * width
-        return batch
-
-
-def _timer_callback(meter):
-    from transformers import TrainerCallback
-
-    class Timer(TrainerCallback):
-        t0 = None
-        t1 = None
-
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 1:
-                self.t0 = time.perf_counter()
-                meter.counting = True
-            self.t1 = time.perf_counter()
-
-    return Timer()
-
-
 def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -> dict:
     """One training run in this process; returns its measurements."""
     import torch
@@ -132,6 +70,7 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
     from transformers import Trainer, TrainingArguments
 
     from engine import models
+    from engine.gpu_check.throughput import Meter, pad_collator, timer_callback
     from engine.training.trainers import (
         FastSFTTrainer,
         cast_trainable_to_fp32,
@@ -146,14 +85,14 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
     model.train()
     dataset = _dataset(tok, rows, max_len)
     lora = _lora()
-    collate = _pad_collator(tok.pad_token_id)
+    collate = pad_collator(tok.pad_token_id)
     if variant == "ours-packed":
         from engine.training.batching import PackedCollator
         from engine.training.data import pack
 
         dataset, collate = pack(dataset, max_len), PackedCollator(tok.pad_token_id)
-    meter = _Meter(collate, fast=not variant.startswith("baseline"))
-    timer = _timer_callback(meter)
+    meter = Meter(collate, fast=not variant.startswith("baseline"))
+    timer = timer_callback(meter)
     common = dict(output_dir="/tmp/tunedeck-bench", per_device_train_batch_size=batch,
                   max_steps=steps, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
                   report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
@@ -198,6 +137,7 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     from peft import get_peft_model
 
     from engine import models
+    from engine.gpu_check.throughput import pad_collator
     from engine.training.batching import LengthSortedBatchSampler
     from engine.training.trainers import FastSFTTrainer
 
@@ -207,7 +147,7 @@ def interleaved(rows: int, batch: int, max_len: int, rounds: int) -> dict:
     model = get_peft_model(loaded.model, _lora())
     model.train()
     dataset = _dataset(tok, rows, max_len)
-    collate = _pad_collator(tok.pad_token_id)
+    collate = pad_collator(tok.pad_token_id)
     order = list(range(len(dataset)))
     random.Random(0).shuffle(order)
     random_batches = [collate([dataset[i] for i in order[k:k + batch]])
@@ -240,6 +180,7 @@ def eval_loss(rows: int, batch: int, max_len: int) -> dict:
     from trl import SFTConfig
 
     from engine import models
+    from engine.gpu_check.throughput import pad_collator
     from engine.training import data as tdata
     from engine.training.trainers import FastSFTTrainer
 
@@ -252,7 +193,7 @@ def eval_loss(rows: int, batch: int, max_len: int) -> dict:
     common = dict(output_dir="/tmp/tunedeck-bench", per_device_eval_batch_size=batch,
                   report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False,
                   bf16=False)  # SFTConfig would default to bf16 where the CPU has it
-    collate = _pad_collator(tok.pad_token_id)
+    collate = pad_collator(tok.pad_token_id)
     trainers = {
         "baseline": Trainer(model=model, args=TrainingArguments(**common), eval_dataset=dataset,
                             data_collator=collate),
@@ -318,6 +259,27 @@ def matmul_peak(n: int = 1024, repeat: int = 10, dtype: str = "float32") -> floa
     return 2 * n**3 / best
 
 
+def config_comparison(path: str, steps: int) -> None:
+    """Both sides on a training config, one after the other in this process (peak memory is
+    torch.cuda.max_memory_allocated, reset between them)."""
+    from engine.gpu_check.throughput import compare, measure
+    from engine.training.config import TrainConfig
+    from engine.training.method_fit import fit_method
+
+    config, _ = fit_method(TrainConfig.from_yaml(path))
+    ours = measure("ours", config, steps)
+    result = compare(measure("baseline", config, steps, ours.gradient_checkpointing), ours)
+    print(f"{path}: {config.method} of {config.model}, batch {config.batch_size}, "
+          f"{steps} steps ({steps - 1} timed)")
+    for kind in ("baseline", "ours"):
+        r = result[kind]
+        mem = f"{r['peak_mem_mb']:.0f} MB" if r["peak_mem_mb"] else "–"
+        print(f"{kind:<10}{r['tokens_per_s']:>10.1f} tokens/s{r['padding']:>8.0%} padding  "
+              f"peak {mem}, gradient checkpointing {'on' if r['gradient_checkpointing'] else 'off'}")
+    print(f"ours / baseline: {result['speedup']:.2f}x"
+          + (f"; memory {result['memory_ratio']:.2f}x" if result["memory_ratio"] else ""))
+
+
 def _child(variant: str, args: argparse.Namespace) -> dict:
     """Run a variant in a subprocess; its peak RSS is measured by the OS (wait4)."""
     cmd = [sys.executable, __file__, "--variant", variant, "--rows", str(args.rows),
@@ -355,8 +317,13 @@ def main() -> None:
                         "(robust on a busy machine)")
     parser.add_argument("--eval-loss", action="store_true",
                         help="only time evaluate() on the validation split, both paths")
+    parser.add_argument("--config", metavar="PATH",
+                        help="only compare both sides on this training config (its model, data, "
+                        "batch, precision, optimizer) for --steps steps, as gpu-check does")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.config:
+        return config_comparison(args.config, args.steps)
     if args.eval_loss:
         r = eval_loss(args.rows, args.batch, args.max_len)
         (b_s, b_loss), (o_s, o_loss) = r["baseline"], r["ours"]

@@ -20,6 +20,7 @@ from engine.errors import TunedeckError, describe_failure
 COMMAND_MODULES = [
     "cli.models",
     "cli.doctor",
+    "cli.gpu_check",
     "cli.data",
     "cli.prompt",
     "cli.ratings",
