@@ -118,6 +118,47 @@ def test_preflight_refuses_max_seq_len_beyond_the_context_window(tiny_model_dir,
     assert not dpo.ok and "context window of 2,048" in dpo.errors[0]
 
 
+# --------------------------------------------------------------------------- CUDA, without a GPU
+
+
+def test_cuda_choices_follow_the_device_policy_and_the_memory(monkeypatch, tmp_path,
+                                                              tiny_model_dir):
+    """bf16 from the GPU, the paged 8-bit optimizer, and gradient checkpointing only when the
+    activations would not fit without it; the run decides as its pre-flight does."""
+    from engine import models
+    from engine.training import data as tdata
+    from engine.training import preflight_checks, sft
+    from engine.training.shared import common_args, load_conversations
+
+    monkeypatch.setattr(models, "device_policy",
+                        lambda device=None: models.DevicePolicy("cuda", "bfloat16", True))
+    config = TrainConfig(model=str(tiny_model_dir), dataset=str(SENTIMENT), method="lora",
+                         limit=4, batch_size=2, max_seq_len=96, max_steps=2)
+    tokenizer = models.load_tokenizer(config.model)
+    train_ds, _ = tdata.build_dataset(tokenizer, load_conversations(config)[0],
+                                      config.max_seq_len, config.completion_only_loss)
+    decided = {}
+    for gpu_mb in (80_000.0, 1.0):
+        monkeypatch.setattr(preflight_checks, "gpu_memory_mb", lambda mb=gpu_mb: mb)
+        report = _preflight(tiny_model_dir)
+        assert report.ok and report.precision == "bf16" and report.optimizer == "paged_adamw_8bit"
+        assert sft.run_checkpointing(config, "cuda", train_ds) == (
+            report.checkpointing, report.checkpointing_reason)
+        decided[gpu_mb] = report
+    roomy, tight = decided[80_000.0], decided[1.0]
+    assert not roomy.checkpointing and "shared-prefix pass stays on" in roomy.checkpointing_reason
+    assert "Optimizer: paged_adamw_8bit; gradient checkpointing off (off: ~" in roomy.text()
+    assert tight.checkpointing and "exceeds 85% of the GPU's 1 MB" in tight.checkpointing_reason
+    assert (tight.memory_estimate_mb["activations"]
+            < roomy.memory_estimate_mb["activations"])  # the estimate goes with the choice
+    args = common_args(config, tmp_path, "cuda", "bfloat16", tight.checkpointing)
+    assert args["gradient_checkpointing"] and args["bf16"] and args["optim"] == "paged_adamw_8bit"
+    assert not common_args(config, tmp_path, "cuda", "bfloat16", False)["gradient_checkpointing"]
+    # Recipes that do not decide keep it on CUDA, off elsewhere.
+    assert common_args(config, tmp_path, "cuda", "bfloat16")["gradient_checkpointing"]
+    assert not common_args(config, tmp_path, "cpu", "float32")["gradient_checkpointing"]
+
+
 # --------------------------------------------------------------------------- the runner lock
 
 

@@ -6,6 +6,11 @@ progress in status.json (`phase`, `phase_done` / `phase_total`, `phase_started`)
 "evaluating 24/72 · ETA 1m10s", and both give way to a stop request: the remaining evaluation
 batches are skipped (that evaluation writes no eval event), generation ends at the next token,
 and the checkpoint is written at the step boundary the run is at.
+
+With several processes every rank runs these hooks, and every decision that changes what the
+trainer does next (stop, save now, skip the rest of an evaluation) is all-reduced at a hook all
+ranks pass together (`distributed.agree`), so they stop and save at the same step. Rank 0 alone
+samples and writes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ explain_library_noise()
 from transformers import StoppingCriteria, TrainerCallback  # noqa: E402
 
 from engine.training.data import Conversation, prompt_ids  # noqa: E402
+from engine.training.distributed import agree, is_main_process, rank  # noqa: E402
 from engine.training.rundir import RunDir  # noqa: E402
 
 # Seconds to pause after each step (and each evaluation batch): lets tests and demos catch a tiny
@@ -55,6 +61,19 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return self.event.is_set()
+
+    def set(self) -> None:
+        """A stop that another rank was asked for: this one stops at the same step."""
+        self.event.set()
+
+
+def fail_if_asked(step: int) -> None:
+    """TUNEDECK_FAIL_AT=RANK:STEP makes that rank raise at the end of that step: how a test
+    makes one rank of a multi-process run die through the real failure path."""
+    spec = os.environ.get("TUNEDECK_FAIL_AT", "")
+    if spec and spec == f"{rank()}:{step}":
+        raise RuntimeError(f"injected failure on rank {rank()} at step {step} "
+                           "(TUNEDECK_FAIL_AT)")
 
 
 def memory_mb() -> float:
@@ -172,11 +191,19 @@ class RunEventsCallback(TrainerCallback):
         control.should_training_stop = True
         self.stopped_by_request = True
 
-    def _take_save_request(self, control: Any, step: int) -> None:
-        if self.run.save_now_path.exists():
+    def _agreed(self, args: Any, control: Any, step: int) -> bool:
+        """Take the stop and save-now requests as every rank sees them (rank 0 reads the
+        save-now file; any rank may have been signalled); True when the run stops here."""
+        asked = is_main_process() and self.run.save_now_path.exists()
+        stop, save = agree(self.stop_flag.is_set(), asked, device=getattr(args, "device", None))
+        if save:
             control.should_save = True
-            self.run.save_now_path.unlink(missing_ok=True)
+            if asked:
+                self.run.save_now_path.unlink(missing_ok=True)
             self._save_requested_at = step
+        if stop:
+            self.stop_flag.set()
+        return stop
 
     # ------------------------------------------------------------------ trainer hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -196,11 +223,12 @@ class RunEventsCallback(TrainerCallback):
             self._window_tokens += getattr(self.trainer, "tokens_seen", 0) - self._step_tokens0
         if STEP_DELAY:
             time.sleep(STEP_DELAY)
-        self._take_save_request(control, step)
+        fail_if_asked(step)
         if (self.sample_every and self.samples and step % self.sample_every == 0
-                and self._fresh("sample", step) and not self.stop_flag.is_set()):
+                and self._fresh("sample", step) and not self.stop_flag.is_set()
+                and is_main_process()):
             self.write_samples(step, kwargs.get("model"), state)
-        if self.stop_flag.is_set():  # before sampling, or during it
+        if self._agreed(args, control, step):  # asked before sampling, or during it
             self._stop_here(control)
         elif control.should_evaluate and self._eval_rows():
             # The trainer evaluates right after this hook: "evaluating 0/N" from the start.
@@ -224,8 +252,7 @@ class RunEventsCallback(TrainerCallback):
         self._end_phase(state, **fields)
         # Evaluation runs after on_step_end and before the checkpoint of this step: a stop or
         # save-now that came in meanwhile is honoured at this very step boundary.
-        self._take_save_request(control, state.global_step)
-        if self.stop_flag.is_set():
+        if self._agreed(args, control, state.global_step):
             self._stop_here(control)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -325,7 +352,11 @@ def interruptible_evaluation(trainer: Any, callback: RunEventsCallback) -> None:
 
     def prediction_step(model: Any, inputs: Any, prediction_loss_only: bool,
                         ignore_keys: Any = None) -> Any:
-        if callback.stop_flag.is_set():
+        # Every rank skips from the same batch on: one that ran a batch the others skipped
+        # would wait in its gather for ever.
+        stop, = agree(callback.stop_flag.is_set(), device=trainer.args.device)
+        if stop:
+            callback.stop_flag.set()
             callback._eval_interrupted = True
             return None, None, None
         return original(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)

@@ -79,6 +79,9 @@ def guard_checkpoints(trainer: Any, guard: DivergenceGuard | None = None) -> Non
         name = f"checkpoint-{step}"
         try:
             save(model, trial)
+            if trainer.args.world_size > 1:
+                # Every rank writes its own RNG state into the folder: complete once all have.
+                trainer.accelerator.wait_for_everyone()
             if trainer.args.should_save:  # the main process writes; the others only wait
                 folder = Path(trainer._get_output_dir(trial=trial)) / name
                 mark_checkpoint_complete(folder, step)

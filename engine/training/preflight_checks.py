@@ -1,9 +1,11 @@
 """The pre-flight report and the checks every recipe's pre-flight makes: the model builds on
 the meta device (no weights read), its layers match `target_modules`, the lengths fit its
-context, and the parameters and memory it will take."""
+context, the parameters and memory it will take, whether CUDA needs gradient checkpointing,
+and the processes it runs on (`set_world`)."""
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from typing import Any
 
 from engine.errors import first_line
 from engine.formatting import duration
-from engine.training.config import PREFERENCE_METHODS, TrainConfig
+from engine.training.config import ADAPTER_METHODS, TrainConfig
 
 
 @dataclass
@@ -37,6 +39,17 @@ class PreflightReport:
     between: Any = None  # suggest.BetweenSteps: evaluations and samples, and their cost
     method: str = ""  # the method that will train (`auto` resolved)
     method_reason: str = ""  # why, when `auto` chose it
+    optimizer: str = ""  # the optimizer the trainer will use (`auto` resolved)
+    checkpointing: bool = False  # gradient checkpointing (`checkpointing_choice`)
+    checkpointing_reason: str = ""
+    batch_rows: int = 0  # batches are cut from this many rows per epoch (packed rows count once)
+    world_size: int = 1  # training processes (`set_world`)
+    global_batch: int = 0  # rows per optimizer step: per device x processes x accumulation
+    batch_detail: str = ""  # "global batch 8 = 2 per device x 2 processes x 2 accumulation steps"
+    launch: str = ""  # how the processes start, e.g. "accelerate, config ddp"
+    # Settings the recipe chose where the config left them unset, each with why
+    # ("num_generations 4: …"); GRPO's generation settings.
+    fitted: list[str] = field(default_factory=list)
 
     def text(self, max_tokens: int = 400) -> str:
         """Plain text (CLI --dry-run). Trained tokens are wrapped in [[ ]]."""
@@ -47,9 +60,16 @@ class PreflightReport:
                      f"{self.mean_tokens:.0f} tokens per row on average; device {self.device}")
         if self.method_reason:
             lines.append(f"Method: {self.method} ({self.method_reason})")
+        lines += [f"Fitted: {line}" for line in self.fitted]
         if self.precision:
             lines.append(f"Precision: {describe_precision(self.precision)} "
                          f"({self.precision_reason})")
+        if self.optimizer:
+            lines.append(f"Optimizer: {self.optimizer}; gradient checkpointing "
+                         f"{'on' if self.checkpointing else 'off'} ({self.checkpointing_reason})")
+        if self.batch_detail:
+            launch = f" ({self.launch})" if self.launch else ""
+            lines.append(f"Processes: {self.world_size}{launch}; {self.batch_detail}")
         if self.shared_ratio:
             lines.append(f"Batches: {100 * self.padding_ratio:.0f}% padding; a shared prompt "
                          f"prefix spares {100 * self.shared_ratio:.0f}% of the tokens")
@@ -121,7 +141,7 @@ def check_model_fit(config: Any, report: PreflightReport) -> bool:
             f"max_seq_len: {config.max_seq_len} is beyond the model's context window of "
             f"{context:,} tokens; set max_seq_len to at most {context}.")
     # Both train a fresh LoRA adapter (preference training from an SFT adapter keeps its layers).
-    if config.uses_peft or (config.method in PREFERENCE_METHODS and not config.adapter):
+    if config.uses_peft or (config.method in ADAPTER_METHODS and not config.adapter):
         _check_target_modules(config, model, report)
     return len(report.errors) == errors
 
@@ -189,11 +209,11 @@ def parameters_for(config: TrainConfig) -> tuple[int, int, dict[str, int]]:
 
 
 def memory_estimate(config: TrainConfig, device: str, total: int, trainable: int,
-                    shape: dict[str, int], mean_tokens: float,
-                    completion_tokens: float) -> dict[str, float]:
-    """A rough budget in MB: weights by method, optimizer (+ gradients), activations."""
-    on_gpu = device == "cuda"
-    dtype_bytes = 2 if on_gpu or device == "mps" else 4
+                    shape: dict[str, int], mean_tokens: float, completion_tokens: float,
+                    checkpointing: bool = False) -> dict[str, float]:
+    """A rough budget in MB per process: weights by method, optimizer (+ gradients),
+    activations (with or without gradient checkpointing)."""
+    dtype_bytes = 2 if device in ("cuda", "mps") else 4
     mb = 2**20
     if config.quantized:
         # nf4: half a byte per linear weight plus block scales; embeddings stay in full dtype.
@@ -211,7 +231,7 @@ def memory_estimate(config: TrainConfig, device: str, total: int, trainable: int
     h, layers, heads = shape["hidden"] or 1, shape["layers"] or 1, shape["heads"] or 1
     # Korthikanti et al.: ~34·s·b·h + 5·a·s²·b bytes per layer at 16-bit; 2·s·b·h with
     # checkpointing. fp32 doubles it. Logits only at trained positions (the fast path).
-    if on_gpu:
+    if checkpointing:
         per_layer = 2 * s * b * h * dtype_bytes / 2
     else:
         per_layer = (34 * s * b * h + 5 * heads * s * s * b) * dtype_bytes / 2
@@ -220,3 +240,72 @@ def memory_estimate(config: TrainConfig, device: str, total: int, trainable: int
     out = {"weights": weights / mb, "optimizer": optimizer / mb, "activations": activations / mb}
     out["total"] = sum(out.values())
     return out
+
+
+# The share of a GPU's memory a plan may fill: CUDA's own context, the allocator's fragments and
+# this estimate's error take the rest. A plan above it turns gradient checkpointing on.
+GPU_MEMORY_USABLE = 0.85
+
+
+def gpu_memory_mb() -> float | None:
+    """The memory of this process's GPU in MB, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**20
+
+
+def checkpointing_choice(config: TrainConfig, device: str, total: int, trainable: int,
+                         shape: dict[str, int], mean_tokens: float, completion_tokens: float,
+                         device_mb: float | None = None) -> tuple[bool, str, dict[str, float]]:
+    """(gradient checkpointing on, why, the memory estimate that goes with it).
+
+    Checkpointing recomputes each layer in backward (~30% more compute) and turns off the
+    shared-prefix pass (trainers.prefix_sharing_ok), so it is on only on CUDA, and there only
+    when the activations without it would not fit the GPU (`device_mb`, else measured)."""
+    plain = memory_estimate(config, device, total, trainable, shape, mean_tokens,
+                            completion_tokens)
+    if device != "cuda":
+        return False, f"off on {device}: memory is not what limits it there", plain
+    device_mb = gpu_memory_mb() if device_mb is None else device_mb
+    if not device_mb:
+        checked = memory_estimate(config, device, total, trainable, shape, mean_tokens,
+                                  completion_tokens, checkpointing=True)
+        return True, "on: the GPU's memory could not be read", checked
+    budget = device_mb * GPU_MEMORY_USABLE
+    if plain["total"] <= budget:
+        return False, (f"off: ~{plain['total']:,.0f} MB without it fits "
+                       f"{100 * GPU_MEMORY_USABLE:.0f}% of the GPU's {device_mb:,.0f} MB, so the "
+                       "shared-prefix pass stays on"), plain
+    checked = memory_estimate(config, device, total, trainable, shape, mean_tokens,
+                              completion_tokens, checkpointing=True)
+    return True, (f"on: ~{plain['total']:,.0f} MB without it exceeds "
+                  f"{100 * GPU_MEMORY_USABLE:.0f}% of the GPU's {device_mb:,.0f} MB "
+                  f"(~{checked['total']:,.0f} MB with it); the shared-prefix pass is off"), checked
+
+
+def set_world(report: PreflightReport, config: TrainConfig, world_size: int,
+              launch: str = "") -> PreflightReport:
+    """Fill in the processes a run will have and what that makes of its batch and steps: each
+    optimizer step takes per device x processes x accumulation rows. A run counted in epochs
+    has that many times fewer steps; one counted in max_steps trains that many more rows."""
+    from engine.training.distributed import describe_world
+
+    world_size = max(1, world_size)
+    previous = max(1, report.world_size)
+    report.world_size, report.launch = world_size, launch
+    report.global_batch = config.batch_size * config.grad_accum * world_size
+    report.batch_detail = describe_world(config.batch_size, config.grad_accum, world_size)
+    if config.max_steps <= 0 and world_size != previous:
+        if report.batch_rows:
+            per_step = config.batch_size * config.grad_accum * world_size
+            report.steps = max(1, math.ceil(report.batch_rows / per_step * config.epochs))
+        else:  # a recipe that does not say how many rows it batches
+            report.steps = max(1, math.ceil(report.steps * previous / world_size))
+    elif config.max_steps > 0 and report.device == "cpu" and report.train_seconds:
+        # The processes share this CPU's cores: N times the rows take N times as long.
+        extra = report.train_seconds * (world_size / previous - 1)
+        report.train_seconds += extra
+        report.est_seconds = (report.est_seconds or 0.0) + extra
+    return report

@@ -383,8 +383,11 @@ class RunDir:
             return False
         self.write_status("stopping")
         try:
-            # A detached runner leads its own process group (accelerate's workers included);
-            # one sharing our group (a foreground run in this process) gets the signal alone.
+            # A detached runner leads its own process group; one sharing our group (a
+            # foreground run in this process) gets the signal alone. Under accelerate the
+            # runner is rank 0, which torchrun starts in a group of its own: the other ranks
+            # hear of the stop from it (callbacks: the flag is all-reduced at each step), and
+            # torchrun's agent, spared the signal, does not tear the ranks down mid-save.
             group = os.getpgid(pid)
             if group != os.getpgrp():
                 os.killpg(group, signal.SIGTERM)

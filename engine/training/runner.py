@@ -5,6 +5,11 @@ or preference training, over TRL + PEFT + bitsandbytes) and talks only through t
 checkpoints exist it resumes from the newest (optimizer, scheduler and RNG included) and appends
 to the same events file. SIGTERM → checkpoint → "stopped". Any failure → "failed" with the
 error, and for out-of-memory with concrete advice.
+
+Under ``accelerate launch`` each rank runs this. Rank 0 holds the lock and writes the run
+directory; the others see it read-only (`_ReadOnlyRun`). A rank that fails leaves its error
+for rank 0 (`distributed.report_failure`), whose next collective then fails: rank 0 records
+the run as failed with that rank's error.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
+from engine.training import distributed
 from engine.training.config import TrainConfig
+from engine.training.distributed import is_main_process
 from engine.training.recipes import recipe_for
 from engine.training.rundir import RunDir, process_start_time
-from engine.training.shared import is_main_process, log
+from engine.training.shared import log
 
 # Seconds a runner waits for the run's lock: `resume` holds it while it hands the run over.
 LOCK_WAIT = 10.0
@@ -58,6 +65,12 @@ class _ReadOnlyRun(RunDir):
         return {"type": type, **fields}
 
     def repair_events(self) -> None:
+        pass
+
+    def adopt_checkpoints(self) -> None:
+        pass
+
+    def request_save(self) -> None:
         pass
 
 
@@ -99,9 +112,8 @@ def _run(run: RunDir, stop_flag: Any) -> int:
         run.repair_events()
         # The pid with its start time: `stop` signals only that very process.
         run.write_status("starting", pid=os.getpid(), pid_start=process_start_time(os.getpid()),
-                         error=None)
-        if is_main_process():
-            run.adopt_checkpoints()
+                         error=None, **_launcher_fields())
+        run.adopt_checkpoints()
         state = train(run, stop_flag)
     except BaseException as err:  # the state must say "failed" whatever broke
         with contextlib.suppress(OSError):
@@ -113,7 +125,8 @@ def _run(run: RunDir, stop_flag: Any) -> int:
             message = f"{OOM_ADVICE} ({type(err).__name__}: {first})" if is_oom(err) \
                 else describe(err)
             state = "failed"
-        log(f"{state}: {message}" if message else state)
+            message = _with_peer_failures(message)
+        log(f"{state}: {message}" if message else state, every_rank=True)
         if not run.write_final_status(state, error=message, pid=os.getpid()):
             log("could not record this in status.json either")
         try:
@@ -125,6 +138,29 @@ def _run(run: RunDir, stop_flag: Any) -> int:
     run.append_event("state", state=state)
     log(state)
     return 0
+
+
+def _launcher_fields() -> dict[str, Any]:
+    """The accelerate launcher above rank 0, so a UI can tell when the whole launch ended."""
+    pid = distributed.launcher_pid() if is_main_process() else None
+    if pid is None:
+        return {}
+    return {"launcher_pid": pid, "launcher_pid_start": process_start_time(pid),
+            "world_size": distributed.world_size()}
+
+
+def _with_peer_failures(message: str) -> str:
+    """Rank 0: a failed rank's own error explains the run's failure better than the broken
+    connection rank 0 saw. Any other rank: leave the error for rank 0."""
+    if not is_main_process():
+        distributed.report_failure(message)
+        return message
+    peers = distributed.peer_failures()
+    if not peers:
+        return message
+    # Rank 0's own error is then the broken connection to it (its traceback is in train.log).
+    return "; ".join(f"rank {r} failed: {text}" for r, text in peers) + \
+        "; the other ranks stopped with it"
 
 
 def describe(err: BaseException) -> str:

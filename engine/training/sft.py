@@ -19,8 +19,9 @@ from engine.training.data import IGNORE
 from engine.training.preflight_checks import (
     PreflightReport,
     check_model_fit,
-    memory_estimate,
+    checkpointing_choice,
     parameters_for,
+    set_world,
 )
 from engine.training.rundir import RunDir
 from engine.training.shared import (
@@ -30,6 +31,7 @@ from engine.training.shared import (
     load_model,
     log,
     mixed_precision,
+    optimizer_name,
     peft_config,
     record_base,
     run_trainer,
@@ -44,15 +46,16 @@ CPU_REFERENCE_PARAMS = 135e6
 # The training step in bf16 mixed precision on a CPU with native bf16 matmuls, vs fp32: 805 vs
 # 476 tokens/s (LoRA), 662 vs 408 (QLoRA) measured on an AVX512-BF16 EPYC.
 CPU_BF16_STEP_GAIN = 1.6
+NO_ESTIMATE = "on: the memory could not be estimated, so the safe side"
 
 
 def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,
-             has_eval: bool) -> Any:
+             has_eval: bool, checkpointing: bool | None = None) -> Any:
     from trl import SFTConfig
 
     eval_every = config.eval_every if has_eval else 0
     return SFTConfig(
-        **common_args(config, output_dir, device, dtype_name),
+        **common_args(config, output_dir, device, dtype_name, checkpointing),
         eval_strategy="steps" if eval_every else "no",
         eval_steps=eval_every or None,
         packing=False,  # build_trainer packs, so that packed rows stay rows (PackedCollator)
@@ -84,8 +87,10 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
     if eval_convs and config.eval_every:
         eval_ds, _ = tdata.build_dataset(tokenizer, eval_convs, config.max_seq_len,
                                          config.completion_only_loss)
+    checkpointing, why = run_checkpointing(config, loaded.info.device, train_ds)
+    log(f"gradient checkpointing {why}")
     args = sft_args(config, run.checkpoints_dir, loaded.info.device, loaded.info.dtype,
-                    eval_ds is not None)
+                    eval_ds is not None, checkpointing)
     model = loaded.model
     model.train()
     if not config.uses_peft:
@@ -104,6 +109,23 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
     return trainer, train_ds, eval_ds
 
 
+def run_checkpointing(config: TrainConfig, device: str, train_ds: Any) -> tuple[bool, str]:
+    """Gradient checkpointing for the run, chosen from the same estimate as its pre-flight's
+    (`checkpointing_choice`): on CUDA only when the activations would not fit without it."""
+    if device != "cuda":
+        return False, f"off on {device}"
+    try:
+        trainable, total, shape = parameters_for(config)
+    except Exception:  # a model that does not build on the meta device: the safe side
+        return True, NO_ESTIMATE
+    rows = [{"input_ids": i, "labels": labels}
+            for i, labels in zip(train_ds["input_ids"], train_ds["labels"], strict=True)]
+    mean = sum(len(r["input_ids"]) for r in rows) / max(1, len(rows))
+    on, why, _ = checkpointing_choice(config, device, total, trainable, shape, mean,
+                                      _mean_trained(rows))
+    return on, why
+
+
 def train_sft(run: RunDir, stop_flag: Any, config: TrainConfig) -> str:
     """Train an SFT run (full, LoRA, QLoRA, DoRA) to its end, a stop request or a failure;
     returns the final state."""
@@ -118,14 +140,16 @@ def train_sft(run: RunDir, stop_flag: Any, config: TrainConfig) -> str:
                                  config.sample_every)
     from engine.training import tensorboard
 
-    trainer, train_ds, _ = build_trainer(
-        config, run, loaded, [callback, *tensorboard.callbacks(run, config, log)], convs)
+    # The TensorBoard files are the run directory's too: rank 0 alone writes them.
+    mirrors = tensorboard.callbacks(run, config, log) if is_main_process() else []
+    trainer, train_ds, _ = build_trainer(config, run, loaded, [callback, *mirrors], convs)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(train_ds)):
         return "stopped"
     final = run.adapter_dir if config.uses_peft else run.path / "model"
     try:
-        trainer.save_model(str(final))
-        loaded.tokenizer.save_pretrained(str(final))
+        trainer.save_model(str(final))  # every rank: FSDP / ZeRO-3 gather the weights together
+        if is_main_process():
+            loaded.tokenizer.save_pretrained(str(final))
     except OSError as err:
         from engine.training.rundir import write_failure
 
@@ -167,6 +191,11 @@ def preflight_sft(config: TrainConfig,
     report.device = policy.device
     report.precision, report.precision_reason = mixed_precision(config, policy.device,
                                                                 policy.dtype_name)
+    report.optimizer = optimizer_name(config, policy.device)
+    # Until the memory is estimated (below): as the run decides without an estimate.
+    report.checkpointing = policy.device == "cuda"
+    report.checkpointing_reason = (NO_ESTIMATE if report.checkpointing
+                                   else f"off on {policy.device}")
 
     say("Tokenizing…")
     rows = [tdata.tokenize(tokenizer, c, config.max_seq_len, config.completion_only_loss)
@@ -183,6 +212,7 @@ def preflight_sft(config: TrainConfig,
     # Packing fills rows of max_seq_len tokens (best fit, so about this many rows).
     batch_rows = (math.ceil(sum(lengths) / config.max_seq_len) if config.packing
                   else len(trained_rows))
+    report.batch_rows = batch_rows
     if config.max_steps > 0:
         report.steps = config.max_steps
     else:
@@ -198,8 +228,9 @@ def preflight_sft(config: TrainConfig,
         report.trainable_params, report.total_params = trainable, total
         completion_tokens = _mean_trained(trained_rows)
         row_tokens = sum(lengths) / max(1, batch_rows)  # a packed row holds several examples
-        report.memory_estimate_mb = memory_estimate(config, report.device, total, trainable,
-                                                    shape, row_tokens, completion_tokens)
+        report.checkpointing, report.checkpointing_reason, report.memory_estimate_mb = \
+            checkpointing_choice(config, report.device, total, trainable, shape, row_tokens,
+                                 completion_tokens)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters and memory not estimated ({type(err).__name__}: {err})")
     from engine.training.batching import batch_layout
@@ -222,6 +253,7 @@ def preflight_sft(config: TrainConfig,
         step_tokens = sum(lengths) / max(1, batch_rows) * per_step * positions
         report.est_seconds = report.steps * step_tokens / rate
     _between_steps(report, config, trained_rows)
+    set_world(report, config, 1)  # the launch sets its own (launch.preflight_launch)
     report.ok = not report.errors
     return report
 

@@ -5,14 +5,14 @@ resume). Imported by the recipes and the runner; it imports none of them."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
-from engine.training.config import PREFERENCE_METHODS, TrainConfig
+from engine.training.config import ADAPTER_METHODS, TrainConfig
+from engine.training.distributed import describe_world, is_main_process, rank
 from engine.training.rundir import RunDir
 
 
@@ -25,6 +25,14 @@ def optimizer_name(config: TrainConfig, device: str) -> str:
 def load_model(config: TrainConfig, progress: Any = None) -> Any:
     """The base model for the method: 4-bit for QLoRA, the device dtype otherwise."""
     from engine import models
+    from engine.training.distributed import local_rank, world_size
+
+    if world_size() > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            # "cuda" means this rank's own GPU from here on, not every rank's GPU 0.
+            torch.cuda.set_device(local_rank())
 
     return models.load(config.model, quantize="4bit" if config.quantized else None,
                        quant_type=config.quant_type, double_quant=config.double_quant,
@@ -60,10 +68,13 @@ def mixed_precision(config: TrainConfig, device: str, dtype_name: str) -> tuple[
     return "fp32", f"on {device}"
 
 
-def common_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str) -> dict:
+def common_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,
+                checkpointing: bool | None = None) -> dict:
     """Trainer arguments shared by every method (SFT, DPO, KTO): the schedule, checkpoints and the
-    device policy."""
-    on_gpu = device == "cuda"
+    device policy. `checkpointing`: gradient checkpointing as the recipe chose it
+    (preflight_checks.checkpointing_choice); None keeps it on CUDA, off elsewhere."""
+    if checkpointing is None:
+        checkpointing = device == "cuda"
     precision, _ = mixed_precision(config, device, dtype_name)
     return dict(
         output_dir=str(output_dir),
@@ -90,9 +101,9 @@ def common_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: 
         disable_tqdm=True,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # Not on CPU: checkpointing trades speed for memory a small model does not need there,
-        # and it would turn off the shared-prefix pass (trainers.prefix_sharing_ok).
-        gradient_checkpointing=on_gpu,
+        # It trades speed for memory, and turns off the shared-prefix pass
+        # (trainers.prefix_sharing_ok): only where the memory is needed.
+        gradient_checkpointing=checkpointing,
         use_cpu=device == "cpu",
         max_length=config.max_seq_len,
         dataloader_num_workers=0,
@@ -123,7 +134,7 @@ def record_base(run: RunDir, config: TrainConfig, loaded: Any) -> Any:
     """Record the base this run trains against (model, weights fingerprint, quantization) in the
     run directory, where its checkpoints find it; the final adapter gets a copy. Every UI loads
     an adapter on that base (`engine.adapter_base`). None for a full fine-tune (no adapter)."""
-    if not config.uses_peft and config.method not in PREFERENCE_METHODS:
+    if not config.uses_peft and config.method not in ADAPTER_METHODS:
         return None
     from engine.adapter_base import record_for, write_record
 
@@ -144,9 +155,13 @@ def run_trainer(run: RunDir, stop_flag: Any, config: TrainConfig, loaded: Any, t
     guard = DivergenceGuard()
     trainer.add_callback(guard)  # after the events callback: the NaN step is logged first
     guard_checkpoints(trainer, guard)
+    world = trainer.args.world_size
+    batch = describe_world(config.batch_size, config.grad_accum, world)
+    log(f"processes: {world}; {batch}")
     current = run.read_status().get("state")
     run.write_status(current if current == "stopping" else "starting",
-                     train_rows=train_rows, device=loaded.info.device)
+                     train_rows=train_rows, device=loaded.info.device, world_size=world,
+                     global_batch=config.batch_size * config.grad_accum * world)
     if stop_flag.is_set():
         return False
     resume_from = resume_checkpoint(run)
@@ -169,7 +184,13 @@ def resume_checkpoint(run: RunDir) -> Path | None:
     return latest
 
 
-def log(message: str) -> None:
+def log(message: str, every_rank: bool = False) -> None:
+    """A line in train.log. Every rank's output goes there: the others say only what is theirs
+    alone to say (`every_rank`: a failure), marked with their rank."""
+    if not is_main_process():
+        if not every_rank:
+            return
+        message = f"rank {rank()}: {message}"
     with contextlib.suppress(OSError):  # train.log on a full disk: the status comes first
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -178,7 +199,3 @@ def log_precision(config: TrainConfig, info: Any) -> None:
     precision, why = mixed_precision(config, info.device, info.dtype)
     log(f"precision: {precision}" + ("" if precision == "fp32" else " mixed") + f" ({why})")
 
-
-def is_main_process() -> bool:
-    """Under `accelerate launch` only rank 0 writes the run directory."""
-    return int(os.environ.get("RANK", "0")) == 0
