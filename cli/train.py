@@ -29,10 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="run the pre-flight only: tokens, masking, memory, steps, time")
     train.add_argument("--foreground", action="store_true",
                        help="train in this process (Ctrl-C stops with a checkpoint)")
-    train.add_argument("--launcher", choices=("python", "accelerate"), default="python",
-                       help="accelerate: start the runner with `accelerate launch` (multi-GPU)")
-    train.add_argument("--num-processes", type=int, default=1,
-                       help="processes (GPUs) for --launcher accelerate")
+    multi = train.add_argument_group(
+        "several processes (docs/multi-gpu.md)",
+        "Any of these starts the run with `accelerate launch` (its options in parentheses).")
+    multi.add_argument("--launcher", choices=("python", "accelerate"), default=None,
+                       help="python: one process (the default); accelerate: `accelerate launch`")
+    multi.add_argument("--num-processes", type=int, default=None, metavar="N",
+                       help="processes over all machines, one per GPU (--num_processes; "
+                       "default: the accelerate config's, else one per GPU)")
+    multi.add_argument("--accelerate-config", metavar="NAME|PATH",
+                       help="an accelerate config (--config_file): a shipped one "
+                       f"({', '.join(_shipped_names())}) or a file `accelerate config` wrote")
+    multi.add_argument("--num-machines", type=int, metavar="N", help="(--num_machines)")
+    multi.add_argument("--machine-rank", type=int, metavar="R",
+                       help="this machine's rank, 0 … N-1 (--machine_rank)")
+    multi.add_argument("--main-process-ip", metavar="IP",
+                       help="machine rank 0's address (--main_process_ip)")
+    multi.add_argument("--main-process-port", type=int, metavar="PORT",
+                       help="its port (--main_process_port; default: a free one on one machine)")
     train.set_defaults(func=run_train)
 
     runs = subparsers.add_parser("runs", help="list training runs; show or watch one",
@@ -90,18 +104,37 @@ def list_example_configs() -> int:
     return 0
 
 
+def _shipped_names() -> list[str]:
+    from engine.training.accelerate_launch import accelerate_configs
+
+    return [c.name for c in accelerate_configs()]
+
+
+def launch_options(args: argparse.Namespace) -> Any:
+    """The launch the command line asks for (`accelerate_launch.LaunchOptions`)."""
+    from engine.training.accelerate_launch import LaunchOptions
+
+    options = LaunchOptions.plan(args.launcher, args.num_processes, args.accelerate_config,
+                                 args.num_machines, args.machine_rank, args.main_process_ip,
+                                 args.main_process_port)
+    if args.foreground and options.launcher == "accelerate":
+        raise TunedeckError("--foreground trains in this one process; drop it to start the "
+                            "processes with accelerate launch (detached, like any run).")
+    return options
+
+
 def run_train(args: argparse.Namespace) -> int:
     if not args.config and not args.overrides:
         return list_example_configs()
     from engine.training import launch as launcher
-    from engine.training.preflight import preflight
 
     config = _load_config(args)
+    options = launch_options(args)
     out = console()
-    if args.launcher == "accelerate" and args.dry_run:
-        out.print("Launch command: " + " ".join(launcher.accelerate_command("RUN_DIR",
-                                                                              args.num_processes)))
-    report = preflight(config, progress=lambda msg: out.print(f"[dim]{msg}[/dim]"))
+    if options.launcher == "accelerate" and args.dry_run:
+        out.print("Launch command: " + " ".join(options.command("RUN_DIR")))
+    report = launcher.preflight_launch(config, options,
+                                       progress=lambda msg: out.print(f"[dim]{msg}[/dim]"))
     if args.dry_run:
         print(report.text())
         return 0 if report.ok else 1
@@ -118,15 +151,17 @@ def run_train(args: argparse.Namespace) -> int:
         code = runner_main(run.path)
         out.print(f"Run {run.id}: {run.state()}. Events: {run.events_path}")
         return code
-    run = launcher.launch(config, launcher=args.launcher, num_processes=args.num_processes,
-                          check=False)
+    run = launcher.launch(config, check=False, options=options)
     status = run.read_status()
     method = status.get("method") or config.method  # `auto` resolved when the run was made
     out.print(f"Started run {run.id} (pid {status.get('pid')}): {method} of "
               f"{config.model}, {report.steps} steps.")
-    if args.launcher == "accelerate":
-        out.print("Command: " + " ".join(launcher.accelerate_command(run.path,
-                                                                     args.num_processes)))
+    if options.launcher == "accelerate":
+        out.print(f"Processes: {options.num_processes}; {report.batch_detail}")
+        out.print("Command: " + " ".join(options.command(run.path)))
+        if options.num_machines > 1:
+            out.print("Start the same command on every other machine with its own "
+                      "--machine_rank (the run directory at this path on each).")
     out.print(f"Watch it:  tunedeck runs watch {run.id}")
     out.print(f"Stop it:   tunedeck stop {run.id}      (log: {run.log_path})")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from engine.training.config import TrainConfig
 
 SENTIMENT = Path(__file__).resolve().parents[1] / "sample_data" / "sentiment"
 
@@ -41,6 +42,16 @@ def test_dry_run_prints_the_preflight(tmp_path, tiny_model_dir, capsys):
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "Pre-flight: OK" in out and "[[<|im_end|>]]" in out and "Steps: 3" in out
+    assert "Processes: 1; global batch 2 = 2 per device x 1 process x 1 accumulation step" in out
+    assert "Optimizer: adamw_torch; gradient checkpointing off (off on cpu" in out
+    # Two processes: the launch, the global batch and half the steps of an epoch-long run.
+    assert main(["train", str(_config(tmp_path, tiny_model_dir)), "max_steps=-1",
+                 "--num-processes", "2", "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--multi_gpu" in out and "--num_processes 2" in out
+    assert "Processes: 2 (accelerate); global batch 4 = 2 per device x 2 processes" in out
+    assert "Steps: 3;" in out  # 12 rows, 4 a step
+    assert "2 processes share this machine's CPU cores" in out
     assert not list(Path(tmp_path / "home").glob("runs/*"))  # nothing started
 
 
@@ -196,3 +207,114 @@ def test_resume_refuses_an_active_or_finished_run(monkeypatch, tmp_path):
     with pytest.raises(TunedeckError, match="has finished; there is nothing to resume"):
         launch.resume(run)
     assert commands == []
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def test_the_shipped_accelerate_configs_are_listed_and_accelerate_takes_them():
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    from engine.training.accelerate_launch import LaunchOptions, accelerate_configs
+
+    shipped = {c.name: c for c in accelerate_configs()}
+    assert set(shipped) == {"ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"}
+    assert all(c.summary and c.path.is_file() for c in shipped.values())
+    for name, kind in [("ddp", "multi_gpu"), ("fsdp", "use_fsdp"),
+                       ("deepspeed-zero2", "use_deepspeed"), ("deepspeed-zero3", "use_deepspeed")]:
+        cmd = LaunchOptions.plan(None, 4, name).command("RUN")
+        args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[3:]))
+        assert getattr(args, kind) and args.num_processes == 4 and args.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--launcher", "python", "--num-processes", "2"], "need --launcher accelerate"),
+    (["--accelerate-config", "zero9"], "neither a shipped accelerate config (ddp, "),
+    (["--accelerate-config", "{bad}"], "is not valid YAML"),
+    (["--accelerate-config", "{list}"], "holds none"),
+    (["--accelerate-config", "{unknown}"], "accelerate cannot read this config"),
+    (["--accelerate-config", "{three}", "--num-processes", "2"],
+     "contradicts num_processes: 3 in"),
+    (["--num-processes", "2", "--num-machines", "2"], "needs --main-process-ip"),
+    (["--num-processes", "2", "--num-machines", "2", "--machine-rank", "2"],
+     "--machine-rank 2 must be in 0 … 1"),
+    (["--num-processes", "3", "--num-machines", "2", "--main-process-ip", "10.0.0.1"],
+     "must be a multiple of --num-machines 2"),
+    (["--num-processes", "2", "--foreground"], "--foreground trains in this one process"),
+])
+def test_launch_options_that_contradict_each_other_are_refused(tmp_path, capsys, argv, says):
+    files = {"bad": "distributed_type: [MULTI_GPU\n", "list": "- MULTI_GPU\n",
+             "unknown": "distributed_type: MULTI_GPU\nnum_gpus: 2\n",
+             "three": "distributed_type: MULTI_GPU\nnum_processes: 3\n"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    argv = [a.format(**{n: str(tmp_path / f"{n}.yaml") for n in files}) for a in argv]
+    assert main(["train", "max_steps=1", *argv, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tunedeck: ") and says in err and "Traceback" not in err
+
+
+def test_launch_checks_refuse_what_would_fail_on_the_gpus(monkeypatch, tmp_path):
+    from engine import models
+    from engine.training import accelerate_launch as al
+
+    def check(name, processes=2, device=None, **settings):
+        config = TrainConfig(model="m", dataset=str(SENTIMENT), **{"method": "lora", **settings})
+        options = al.LaunchOptions.plan(None, processes, name)
+        return al.check_launch(options, config, device)
+
+    errors, _ = check("deepspeed-zero2", device="cpu")
+    assert any("deepspeed package is not installed; pip install deepspeed" in e for e in errors)
+    assert any("DeepSpeed shards the model over GPUs and this machine trains on cpu" in e
+               for e in errors)
+    assert any("FSDP shards the model over GPUs" in e for e in check("fsdp", device="cpu")[0])
+    assert "DDP needs at least 2 processes" in check("ddp", processes=1, device="cpu")[0][0]
+    assert check("ddp", device="cpu") == ([], [check("ddp", device="cpu")[1][0]])
+    bf16 = tmp_path / "bf16.yaml"
+    bf16.write_text("distributed_type: MULTI_GPU\nmixed_precision: bf16\n")
+    (error,) = check(str(bf16), device="cpu", precision="fp32")[0]
+    assert "mixed_precision: bf16 there, but the run trains in fp32" in error
+    # A CUDA machine with 2 GPUs, seen through the device policy.
+    monkeypatch.setattr(models, "device_policy",
+                        lambda device=None: models.DevicePolicy("cuda", "bfloat16", True))
+    monkeypatch.setattr(al, "gpu_count", lambda: 2)
+    assert "this machine has 2 GPU(s) for its 4 process(es)" in check("ddp", processes=4)[0][0]
+    errors, _ = check("fsdp", method="qlora")
+    assert len(errors) == 2 and "device_map {'': 0}" in errors[0]
+    assert "bnb_4bit_quant_storage=bfloat16" in errors[1] and "Use DDP" in errors[1]
+    assert check("ddp", method="lora", precision="bf16") == ([], [])
+
+
+def test_resume_relaunches_with_the_recorded_accelerate_config(monkeypatch, tmp_path):
+    from engine.errors import TunedeckError
+    from engine.training import launch
+    from engine.training.accelerate_launch import LaunchOptions
+
+    own = tmp_path / "own.yaml"
+    own.write_text("distributed_type: MULTI_GPU\nmain_process_port: 29611\n")
+    options = LaunchOptions.plan(None, 2, str(own), main_process_ip="127.0.0.1")
+    run = _stopped_run(tmp_path, launch=options.to_status(), launcher="accelerate",
+                       num_processes=2)
+    commands = _fake_spawn(monkeypatch)
+    launch.resume(run)
+    assert commands == [options.command(run.path)]
+    assert commands[0][3:5] == ["--config_file", str(own)]
+    assert "--main_process_port" not in commands[0]  # the file's port stands
+    run.write_status("failed", pid=None)
+    own.unlink()
+    with pytest.raises(TunedeckError, match=r"cannot be started the way it was: .*own.yaml"):
+        launch.resume(run)
+
+
+def test_the_report_counts_steps_and_batches_over_the_processes():
+    from engine.training.preflight_checks import PreflightReport, set_world
+
+    config = TrainConfig(model="m", dataset=str(SENTIMENT), batch_size=2, grad_accum=3,
+                         max_steps=0, epochs=2)
+    report = PreflightReport(ok=True, steps=10, batch_rows=30)
+    set_world(report, config, 4, "accelerate, config ddp")
+    assert (report.world_size, report.global_batch, report.steps) == (4, 24, 3)
+    assert ("Processes: 4 (accelerate, config ddp); global batch 24 = 2 per device x 4 "
+            "processes x 3 accumulation steps") in report.text()
+    bare = set_world(PreflightReport(ok=True, steps=10), config, 4)  # rows not known
+    assert bare.steps == 3

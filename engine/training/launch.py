@@ -2,7 +2,9 @@
 
 A run is a detached child process (its own session: it outlives the TUI and the SSH connection)
 whose output goes to train.log — never a pipe that nobody drains. Everything a UI learns about a
-run comes from the run directory.
+run comes from the run directory. Several processes start through ``accelerate launch``
+(`engine.training.accelerate_launch`): the options are recorded with the run, so `resume`
+starts it the same way.
 """
 
 from __future__ import annotations
@@ -12,25 +14,66 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import paths
 from engine.errors import TunedeckError
+from engine.training.accelerate_launch import LaunchOptions
 from engine.training.config import PROJECT_ROOT, TrainConfig
-from engine.training.rundir import ACTIVE_STATES, RunDir, new_run_id, process_start_time
+from engine.training.rundir import (
+    ACTIVE_STATES,
+    RunDir,
+    new_run_id,
+    process_start_time,
+    same_process,
+)
+
+if TYPE_CHECKING:
+    from engine.training.preflight_checks import PreflightReport
+
+# Seconds `resume` waits for the last launch's accelerate launcher to end.
+LAUNCHER_WAIT = 15.0
 
 
 def runner_command(run_dir: str | Path) -> list[str]:
     return [sys.executable, "-m", "engine.training", str(run_dir)]
 
 
-def accelerate_command(run_dir: str | Path, num_processes: int) -> list[str]:
-    """The multi-GPU launch: ``accelerate launch --num_processes N -m engine.training RUN_DIR``."""
-    if num_processes < 1:
-        raise TunedeckError(f"--num-processes must be at least 1 (got {num_processes}).")
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-            str(num_processes), "-m", "engine.training", str(run_dir)]
+def accelerate_command(run_dir: str | Path, launch: int | LaunchOptions) -> list[str]:
+    """The multi-process launch, ``accelerate launch --num_processes N … -m engine.training
+    RUN_DIR``, for a number of processes or whole launch options."""
+    options = launch if isinstance(launch, LaunchOptions) else LaunchOptions("accelerate", launch)
+    return options.command(run_dir)
+
+
+def _options(launcher: str, num_processes: int, options: LaunchOptions | None) -> LaunchOptions:
+    if options is not None:
+        return options
+    return LaunchOptions() if launcher != "accelerate" else LaunchOptions("accelerate",
+                                                                          num_processes)
+
+
+def preflight_launch(config: TrainConfig, options: LaunchOptions | None = None,
+                     progress: Callable[[str], None] | None = None) -> PreflightReport:
+    """The recipe's pre-flight for `config` run with `options`: the processes, the global
+    batch and the steps they make, and the launch's own errors (`check_launch`)."""
+    from engine.training.accelerate_launch import check_launch
+    from engine.training.preflight import preflight
+    from engine.training.preflight_checks import set_world
+
+    options = options or LaunchOptions()
+    report = preflight(config, progress)
+    set_world(report, config, options.num_processes, options.describe())
+    try:
+        errors, warnings = check_launch(options, config)
+    except TunedeckError as err:  # the accelerate config file went bad since it was chosen
+        errors, warnings = [str(err)], []
+    report.errors += errors
+    report.warnings += warnings
+    report.ok = report.ok and not errors
+    return report
 
 
 def _spawn(run: RunDir, command: list[str]) -> subprocess.Popen:
@@ -60,10 +103,13 @@ def _record_pid(run: RunDir, proc: subprocess.Popen) -> None:
                          pid_start=process_start_time(proc.pid))
 
 
-def create_run(config: TrainConfig, launcher: str = "python", num_processes: int = 1) -> RunDir:
-    """A new run directory holding the resolved config and the "starting" status."""
+def create_run(config: TrainConfig, launcher: str = "python", num_processes: int = 1,
+               options: LaunchOptions | None = None) -> RunDir:
+    """A new run directory holding the resolved config and the "starting" status, with how
+    its processes start (`options`; else `launcher` and `num_processes`)."""
     from engine.training.method_fit import fit_method
 
+    options = _options(launcher, num_processes, options)
     config, _ = fit_method(config)  # the run records the method that trains, never `auto`
     resolved = config.resolved()
     root = paths.ensure_dir(paths.runs_dir())
@@ -72,28 +118,28 @@ def create_run(config: TrainConfig, launcher: str = "python", num_processes: int
     run.config_path.write_text(resolved.to_yaml(), encoding="utf-8")
     run.write_status("starting", model=config.model, method=config.method, name=config.name,
                      started=time.time(), step=0, total_steps=None, error=None,
-                     launcher=launcher, num_processes=num_processes)
+                     launcher=options.launcher, num_processes=options.num_processes,
+                     launch=options.to_status())
     return run
 
 
 def launch(config: TrainConfig, launcher: str = "python", num_processes: int = 1,
-           check: bool = True) -> RunDir:
-    """Create the run directory and start the detached runner; returns at once.
+           check: bool = True, options: LaunchOptions | None = None) -> RunDir:
+    """Create the run directory and start the detached runner; returns at once. `options`
+    (else `launcher` and `num_processes`): how its processes start.
 
     `check=True` runs the pre-flight first and raises `TunedeckError` with its report when it
     finds a problem (a UI that has just shown the pre-flight passes False).
     """
     config.validate()
+    options = _options(launcher, num_processes, options)
     if check:
-        from engine.training.preflight import preflight
-
-        report = preflight(config)
+        report = preflight_launch(config, options)
         if not report.ok:
             raise TunedeckError("Pre-flight failed:\n" + "\n".join(f"  - {e}" for e in report.errors))
-    run = create_run(config, launcher, num_processes)
-    command = (accelerate_command(run.path, num_processes) if launcher == "accelerate"
-               else runner_command(run.path))
-    _record_pid(run, _spawn(run, command))
+    options.command("RUN_DIR")  # a bad accelerate config fails here, before the run exists
+    run = create_run(config, options=options)
+    _record_pid(run, _spawn(run, options.command(run.path)))
     return run
 
 
@@ -134,13 +180,29 @@ def _resume_locked(run: RunDir) -> None:
             f"with: tunedeck train {run.config_path}")
     if status.get("state") == "done":
         raise TunedeckError(f"Run {run.id} has finished; there is nothing to resume.")
-    status = run.write_status("starting", error=None, pid=None, resumed_from=checkpoint.name,
-                              resumed=time.time(), cut_checkpoints=cut)
-    if status.get("launcher") == "accelerate":
-        command = accelerate_command(run.path, int(status.get("num_processes", 1)))
-    else:
-        command = runner_command(run.path)
+    _wait_for_previous_launcher(run, status)
+    try:
+        command = LaunchOptions.from_status(status).command(run.path)
+    except TunedeckError as err:
+        raise TunedeckError(f"Run {run.id} cannot be started the way it was: {err}") from None
+    run.write_status("starting", error=None, pid=None, launcher_pid=None,
+                     launcher_pid_start=None, resumed_from=checkpoint.name, resumed=time.time(),
+                     cut_checkpoints=cut)
     _record_pid(run, _spawn(run, command))
+
+
+def _wait_for_previous_launcher(run: RunDir, status: dict[str, Any]) -> None:
+    """The accelerate launcher of the last attempt ends a moment after its rank 0 does (it
+    reaps the other ranks and reports their exits into train.log): a new launch meanwhile
+    would interleave the two, and could meet a rank of the old one still ending."""
+    pid, start = status.get("launcher_pid"), status.get("launcher_pid_start")
+    deadline = time.monotonic() + LAUNCHER_WAIT
+    while same_process(pid, start):
+        if time.monotonic() >= deadline:
+            raise TunedeckError(
+                f"Run {run.id}: its last launch (accelerate, pid {pid}) is still ending; try "
+                f"again in a moment, or end it (kill {pid}) if it hangs.")
+        time.sleep(0.2)
 
 
 def stop(run: RunDir) -> bool:
