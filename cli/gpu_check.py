@@ -1,7 +1,7 @@
 """`tunedeck gpu-check`: the whole training path on this machine's NVIDIA GPU, as one table.
 
 Progress goes to stderr, the table to stdout, the JSON to `--output` (default: the check's run
-directory). Exit codes: 0 passed, 1 a check failed, 3 no CUDA GPU (0 with --allow-no-gpu),
+directory). Exit codes: 0 passed (and: no CUDA GPU, said so), 1 a check failed, 3 no CUDA GPU with --require-gpu,
 130 interrupted — docs/gpu-check.md.
 """
 
@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, default=None,
                    help=f"write the JSON here (default: RUN_DIR/{JSON_NAME})")
     p.add_argument("--force", action="store_true", help="replace an existing --output file")
-    p.add_argument("--allow-no-gpu", action="store_true",
-                   help="exit 0, not 3, on a machine without a CUDA GPU")
+    p.add_argument("--require-gpu", action="store_true",
+                   help="exit 3, not 0, on a machine without a CUDA GPU (for scripts)")
     # The check's own tests run it on a CPU: the real steps, no GPU numbers.
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         from engine.safe_write import output_file
 
         with output_file(path) as fh:
-            fh.write(report.to_json(args.allow_no_gpu))
+            fh.write(report.to_json(args.require_gpu))
         print(f"JSON: {path}")
-    return report.exit_code(args.allow_no_gpu)
+    return report.exit_code(args.require_gpu)
 
 
 def _check(options: Any) -> tuple[Any, Any]:
@@ -140,7 +140,7 @@ def _print(report: Any) -> None:
     if report.no_gpu:
         # Plain print: one unwrapped line that a script (or grep) finds whole.
         print(report.row("device").value)
-        print("Nothing past the device probe ran (exit code 3; --allow-no-gpu makes it 0).")
+        print("Nothing past the device probe ran (exit code 0; --require-gpu makes it 3).")
     elif report.interrupted:
         out.print("Interrupted; the rows above say how far it got.")
     elif report.failed:

@@ -21,7 +21,7 @@ RESULTS = ("ok", "warn", "failed", "skipped")
 # GPU" apart from "the GPU check ran and something is broken".
 EXIT_OK = 0  # every step ok or warn
 EXIT_FAILED = 1  # at least one step failed
-EXIT_NO_GPU = 3  # no CUDA GPU: nothing past the device probe ran (0 with --allow-no-gpu)
+EXIT_NO_GPU = 3  # no CUDA GPU and --require-gpu: nothing past the device probe ran
 EXIT_INTERRUPTED = 130  # Ctrl-C, as every tunedeck command
 SCHEMA = 1  # of the JSON report; raised when a field changes meaning
 
@@ -84,22 +84,22 @@ class Report:
             return "no-gpu"
         return "failed" if self.failed else "passed"
 
-    def exit_code(self, allow_no_gpu: bool = False) -> int:
+    def exit_code(self, require_gpu: bool = False) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.no_gpu:
-            return EXIT_OK if allow_no_gpu else EXIT_NO_GPU
+        if self.no_gpu:  # said so, cleanly; a script that needs the GPU asks for 3
+            return EXIT_NO_GPU if require_gpu else EXIT_OK
         return EXIT_FAILED if self.failed else EXIT_OK
 
-    def as_dict(self, allow_no_gpu: bool = False) -> dict[str, Any]:
+    def as_dict(self, require_gpu: bool = False) -> dict[str, Any]:
         return {"schema": SCHEMA,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "seconds": round(self.seconds, 1), "verdict": self.verdict(),
-                "exit_code": self.exit_code(allow_no_gpu), **self.info,
+                "exit_code": self.exit_code(require_gpu), **self.info,
                 "rows": [r.as_dict() for r in self.rows]}
 
-    def to_json(self, allow_no_gpu: bool = False) -> str:
-        return json.dumps(self.as_dict(allow_no_gpu), indent=2, ensure_ascii=False,
+    def to_json(self, require_gpu: bool = False) -> str:
+        return json.dumps(self.as_dict(require_gpu), indent=2, ensure_ascii=False,
                           default=str) + "\n"
 
 
