@@ -236,6 +236,22 @@ async def test_live_view_draws_the_reward_series_and_shows_rewards():
         assert "reward" in panel and "1.20 (sql_exec 1 · format 1)" in panel
 
 
+async def test_runs_list_shows_a_grpo_runs_mean_reward_and_charts_its_rewards():
+    from tui.app import TunedeckApp
+    from tui.widgets.loss_chart import LossChart
+
+    grpo_run("20251129-090000-grpo-a1b2")
+    app = TunedeckApp(load_model=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        table = app.screen.table
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[4] == "R 1.18" and row[5] == "grpo"
+        chart = app.screen.query_one(LossChart)
+        assert [c.label for c in chart.curves][:3] == ["reward (smoothed)", "sql_exec", "format"]
+
+
 def test_rate_screen_import_keeps_a_sampled_completion_and_its_rewards():
     from engine.ratings import RatingStore
 

@@ -69,6 +69,14 @@ class RunHistory:
         return None
 
     @property
+    def last_reward(self) -> float | None:
+        """A GRPO run's last mean reward (None for other runs)."""
+        for event in reversed(self.logs):
+            if _number(event.get("reward")) is not None:
+                return _number(event.get("reward"))
+        return None
+
+    @property
     def last_eval_loss(self) -> float | None:
         return _number(self.evals[-1].get("eval_loss")) if self.evals else None
 

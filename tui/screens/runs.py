@@ -43,13 +43,16 @@ def short_label(run_id: str) -> str:
 
 def run_row(history: RunHistory, marked: bool) -> tuple[str, ...]:
     total = history.total_steps
-    loss = history.last_loss
+    loss, reward = history.last_loss, history.last_reward
+    # GRPO's loss says little (~0 whenever the advantages are centred): its mean reward does.
+    shown = f"R {reward:.2f}" if reward is not None else (f"{loss:.4f}" if loss is not None
+                                                          else "–")
     return (
         "●" if marked else " ",
         history.run.id,
         history.state,
         f"{history.step}/{total}" if total else str(history.step),
-        f"{loss:.4f}" if loss is not None else "–",
+        shown,
         history.method,
         short_model(history.model),
         format_started(history.started),
@@ -61,7 +64,7 @@ class RunsScreen(RunActions, WorkbenchScreen):
     HELP = ("Every fine-tuning run under the data home. Enter opens the live view of a run "
             "(reattaching: the history is read from its events, then followed). Space marks "
             "runs; with runs marked the chart overlays their loss curves, else it shows the "
-            "highlighted run. e exports the highlighted run: GGUF + Ollama Modelfile, a merged "
+            "highlighted run (a GRPO run: its rewards; R in the loss column is its mean reward). e exports the highlighted run: GGUF + Ollama Modelfile, a merged "
             "Hugging Face folder, or the adapter alone. Runs go on when the app closes.")
     BINDINGS = [
         Binding("enter", "open", "Open", priority=True),
