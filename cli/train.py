@@ -232,6 +232,8 @@ def show_run(run: Any) -> int:
     out.print(f"  model {s['model']}, method {s['method']}, started {_when(s['started'])}")
     out.print(f"  step {s['step']}/{s['total_steps'] or '?'}, last loss {_fmt(s['last_loss'])}, "
               f"eval loss {_fmt(s['eval_loss'])}, tokens/s {_fmt(s['tokens_per_s'], '.1f')}")
+    if s["world_size"] > 1:
+        out.print(f"  {s['world_size']} processes, global batch {s['global_batch'] or '?'}")
     if s["error"]:
         out.print(f"  [red]error:[/red] {s['error']}")
     cut = set(run.cut_checkpoints())

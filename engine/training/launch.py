@@ -218,6 +218,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "method": status.get("method"), "step": status.get("step") or 0,
         "total_steps": status.get("total_steps"), "started": status.get("started"),
         "last_loss": None, "eval_loss": None, "tokens_per_s": None, "error": status.get("error"),
+        "world_size": status.get("world_size") or 1, "global_batch": status.get("global_batch"),
     }
     if summary["state"] == "failed" and not summary["error"] \
             and status.get("state") != "failed":
