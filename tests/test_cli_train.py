@@ -318,3 +318,17 @@ def test_the_report_counts_steps_and_batches_over_the_processes():
             "processes x 3 accumulation steps") in report.text()
     bare = set_world(PreflightReport(ok=True, steps=10), config, 4)  # rows not known
     assert bare.steps == 3
+
+
+def test_a_failed_ranks_note_explains_a_run_whose_rank_zero_was_killed(tmp_path):
+    import json
+
+    from engine.training import launch
+
+    # NCCL: rank 0 waited on the dead rank until torchrun's agent killed it, recording nothing.
+    run = _stopped_run(tmp_path, state="running", pid=999999, pid_start=1)
+    (run.path / "failed-rank-1.json").write_text(json.dumps(
+        {"rank": 1, "error": "RuntimeError: CUDA error: an illegal memory access", "t": 0}))
+    summary = launch.run_summary(run)
+    assert summary["state"] == "failed"
+    assert summary["error"] == "rank 1 failed: RuntimeError: CUDA error: an illegal memory access"

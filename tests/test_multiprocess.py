@@ -112,6 +112,7 @@ def story(tiny_model_dir, tmp_path_factory):
         seen["failed"] = run.read_status()
         seen["failed_steps"] = [e["step"] for e in _logs(run)]
         seen["failed_checkpoints"] = [p.name for p in run.checkpoints()]
+        seen["failed_notes"] = sorted(p.name for p in run.path.glob("failed-rank-*"))
         mp.delenv("TUNEDECK_FAIL_AT")
 
         # 3. Resumed again, to the end.
@@ -176,6 +177,10 @@ def test_a_rank_that_dies_fails_the_run_with_its_error(story):
     events = story["run"].read_events()
     assert any(e["type"] == "state" and e["state"] == "failed" and "rank 1" in e["error"]
                for e in events)
+    # Rank 1's note, where a reader finds it even when rank 0 could not record it; the next
+    # launch starts without it.
+    assert story["failed_notes"] == ["failed-rank-1.json"]
+    assert not list(story["run"].path.glob("failed-rank-*"))
 
 
 def test_resume_continues_on_two_processes_to_the_end(story):
@@ -202,9 +207,12 @@ def test_rank_zero_alone_writes_the_run_directory(story):
     assert {"status.json", "events.jsonl", "adapter", "runner.lock"} <= zero
     assert any(name.startswith("checkpoints/checkpoint-") for name in zero)
     # Rank 1 only asks for the checkpoint folder (the trainer's makedirs, exist_ok) before
-    # torch.save writes its RNG state there; the launcher process writes nothing.
+    # torch.save writes its RNG state there, and leaves its failure note (written through a
+    # temporary file); the launcher process writes nothing.
     others = {w for rank, found in writes.items() if rank != "0" for w in found}
-    assert others <= {f"os.mkdir checkpoints/checkpoint-{story['stopped_at']}"}, others
+    note = {w for w in others if "failed-rank-1.json" in w}
+    assert "os.rename failed-rank-1.json" in note  # os.replace audits as os.rename
+    assert others - note <= {f"os.mkdir checkpoints/checkpoint-{story['stopped_at']}"}, others
     # TensorBoard names its files after the writing process: rank 0's alone.
     tensorboard = [p.name for p in run.path.glob("events.out.tfevents.*")]
     assert tensorboard and all(int(name.rsplit(".", 2)[1]) in pids["0"] for name in tensorboard)

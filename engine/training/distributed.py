@@ -3,15 +3,17 @@ writes, how they agree, how one that fails is heard.
 
 - Rank 0 alone writes the run directory (status, events, checkpoints' own files, adapter, the
   lock). The trainer has every rank save its RNG state into the checkpoint
-  (``rng_state_<rank>.pth``), which resuming needs; nothing else comes from another rank.
+  (``rng_state_<rank>.pth``), which resuming needs; besides that another rank writes only
+  its failure note (below).
 - Whatever changes the trainer's next move (stop here, save now, skip the rest of an
   evaluation) is decided by all ranks together (`agree`: an all-reduce), at points every rank
   passes in the same order. A rank that saved or stopped alone would wait forever in the next
   collective the others never enter. So `tunedeck stop` needs to reach rank 0 only.
-- A rank other than 0 that fails writes its error into the rendezvous store every rank shares
-  (torchrun's agent holds it, so it outlives the rank) and ends; rank 0's next collective then
-  fails, and rank 0 records the run as failed with that rank's error (`peer_failures`) instead
-  of its own "connection closed".
+- A rank other than 0 that fails writes its error into the run directory
+  (``failed-rank-<rank>.json``) and ends. Over gloo rank 0's
+  next collective then fails at once, and rank 0 records the run as failed with that rank's
+  error instead of its own "connection closed". Where rank 0 cannot (NCCL waits on a dead peer
+  until torchrun's agent kills it), the note is still there: `launch.run_summary` reports it.
 
 Importing this module loads no ML library; torch is imported inside the functions.
 """
@@ -19,13 +21,16 @@ Importing this module loads no ML library; torch is imported inside the function
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-FAILURE_KEY = "tunedeck/failed/{rank}"
-# How long rank 0 looks for a failed rank's message: the failing rank writes it before it
-# ends, and rank 0 hears of its end only after that, so this is slack, not a race.
+# A rank other than 0 that failed: its error, for rank 0 and for any reader of the run.
+FAILURE_FILE = "failed-rank-{rank}.json"
+# How long rank 0 looks for a failed rank's note: the failing rank writes it before it ends,
+# and rank 0 hears of its end only after that, so this is slack, not a race.
 PEER_WAIT = 2.0
 
 
@@ -70,46 +75,40 @@ def agree(*flags: bool, device: Any = None) -> tuple[bool, ...]:
     return tuple(bool(v) for v in values.tolist())
 
 
-def _store() -> Any:
-    if not is_distributed():
-        return None
-    try:
-        from torch.distributed import distributed_c10d
+def record_failure(run_dir: str | Path, message: str) -> None:
+    """A failing rank other than 0 leaves its error in the run directory: the one file a rank
+    other than 0 writes. Best effort: without it, train.log (every rank's traceback) is the
+    record."""
+    from engine.training.rundir import atomic_write_text
 
-        return distributed_c10d._get_default_store()
-    except Exception:  # a torch without it, or a group set up without a store
-        return None
-
-
-def report_failure(message: str) -> None:
-    """A failing rank other than 0 leaves its error where rank 0 reads it. Best effort: a
-    store that cannot be reached leaves train.log (every rank's traceback) as the record."""
-    store = _store()
-    if store is None or is_main_process():
+    if is_main_process():
         return
-    with contextlib.suppress(Exception):
-        store.set(FAILURE_KEY.format(rank=rank()), message.encode("utf-8", "replace"))
+    with contextlib.suppress(OSError):
+        atomic_write_text(Path(run_dir) / FAILURE_FILE.format(rank=rank()),
+                          json.dumps({"rank": rank(), "error": message, "t": time.time()}))
 
 
-def peer_failures(wait: float = PEER_WAIT) -> list[tuple[int, str]]:
-    """(rank, error) of every other rank that reported a failure, looked for up to `wait`
-    seconds; [] on one process or when none did."""
-    store = _store()
-    if store is None:
-        return []
-    keys = {r: FAILURE_KEY.format(rank=r) for r in range(world_size()) if r != rank()}
+def rank_failures(run_dir: str | Path, wait: float = 0.0) -> list[tuple[int, str]]:
+    """(rank, error) of every rank that recorded a failure in the run directory, looked for up
+    to `wait` seconds."""
     deadline = time.monotonic() + wait
     while True:
         found = []
-        for r, key in keys.items():
+        for path in sorted(Path(run_dir).glob(FAILURE_FILE.format(rank="*"))):
             try:
-                if store.check([key]):
-                    found.append((r, store.get(key).decode("utf-8", "replace")))
-            except Exception:
-                return found
+                note = json.loads(path.read_text(encoding="utf-8"))
+                found.append((int(note["rank"]), str(note["error"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
         if found or time.monotonic() >= deadline:
-            return found
+            return sorted(found)
         time.sleep(0.1)
+
+
+def clear_failures(run_dir: str | Path) -> None:
+    """Before a new launch of the run: the last one's notes are not this one's."""
+    for path in Path(run_dir).glob(FAILURE_FILE.format(rank="*")):
+        path.unlink(missing_ok=True)
 
 
 def launcher_pid() -> int | None:

@@ -185,6 +185,9 @@ def _resume_locked(run: RunDir) -> None:
         command = LaunchOptions.from_status(status).command(run.path)
     except TunedeckError as err:
         raise TunedeckError(f"Run {run.id} cannot be started the way it was: {err}") from None
+    from engine.training.distributed import clear_failures
+
+    clear_failures(run.path)
     run.write_status("starting", error=None, pid=None, launcher_pid=None,
                      launcher_pid_start=None, resumed_from=checkpoint.name, resumed=time.time(),
                      cut_checkpoints=cut)
@@ -222,8 +225,14 @@ def run_summary(run: RunDir) -> dict[str, Any]:
     }
     if summary["state"] == "failed" and not summary["error"] \
             and status.get("state") != "failed":
-        summary["error"] = ("the runner ended without recording why: it was killed, or it "
-                            f"could not write {run.status_path.name}; see {run.log_path}")
+        from engine.training.distributed import rank_failures
+
+        # Rank 0 may have been killed before it could record a failed rank's error (NCCL
+        # waits on a dead peer until torchrun's agent kills the rest): the rank's note says it.
+        peers = rank_failures(run.path)
+        summary["error"] = "; ".join(f"rank {r} failed: {text}" for r, text in peers) or (
+            "the runner ended without recording why: it was killed, or it could not write "
+            f"{run.status_path.name}; see {run.log_path}")
     if summary["model"] is None and run.config_path.is_file():
         try:
             config = TrainConfig.from_yaml(run.config_path)

@@ -11,6 +11,7 @@ runs/<run-id>/
   save-now       dropped by a UI: the runner checkpoints at the next step and removes it
   runner.lock    flock()ed by the one runner for its whole life (the OS releases it on any exit);
                  holds that runner's pid and process start time
+  failed-rank-N.json  a rank other than 0 of a multi-process run that failed: its error
 ```
 
 Readers tolerate a half-written last line: it is left unread until its newline arrives.

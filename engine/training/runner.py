@@ -8,8 +8,8 @@ error, and for out-of-memory with concrete advice.
 
 Under ``accelerate launch`` each rank runs this. Rank 0 holds the lock and writes the run
 directory; the others see it read-only (`_ReadOnlyRun`). A rank that fails leaves its error
-for rank 0 (`distributed.report_failure`), whose next collective then fails: rank 0 records
-the run as failed with that rank's error.
+in the run directory (`distributed.record_failure`); rank 0, whose next collective then fails,
+records the run as failed with that rank's error.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _run(run: RunDir, stop_flag: Any) -> int:
             message = f"{OOM_ADVICE} ({type(err).__name__}: {first})" if is_oom(err) \
                 else describe(err)
             state = "failed"
-            message = _with_peer_failures(message)
+            message = _with_peer_failures(run, message)
         log(f"{state}: {message}" if message else state, every_rank=True)
         if not run.write_final_status(state, error=message, pid=os.getpid()):
             log("could not record this in status.json either")
@@ -149,13 +149,15 @@ def _launcher_fields() -> dict[str, Any]:
             "world_size": distributed.world_size()}
 
 
-def _with_peer_failures(message: str) -> str:
+def _with_peer_failures(run: RunDir, message: str) -> str:
     """Rank 0: a failed rank's own error explains the run's failure better than the broken
     connection rank 0 saw. Any other rank: leave the error for rank 0."""
     if not is_main_process():
-        distributed.report_failure(message)
+        distributed.record_failure(run.path, message)
         return message
-    peers = distributed.peer_failures()
+    if distributed.world_size() < 2:
+        return message
+    peers = distributed.rank_failures(run.path, wait=distributed.PEER_WAIT)
     if not peers:
         return message
     # Rank 0's own error is then the broken connection to it (its traceback is in train.log).
