@@ -36,8 +36,9 @@ LOCK_WAIT = 10.0
 
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller batch_size with a larger grad_accum (same "
-    "effective batch), method=qlora (4-bit weights), gradient checkpointing (on by default on "
-    "CUDA), a shorter max_seq_len."
+    "effective batch), method=qlora (4-bit weights), a shorter max_seq_len. (On CUDA gradient "
+    "checkpointing is on only where the memory estimate says the activations do not fit "
+    "without it; where that estimate was too low, the smaller batch is the way.)"
 )
 
 
