@@ -202,7 +202,8 @@ RUN_COLUMNS = [
     Column("id", "id", key_column=True),
     Column("state", "state"),
     Column("step", "progress"),
-    Column("last loss", "last_loss", show=lambda v: _fmt(v), drop=3),
+    # A GRPO run's loss says little: its mean reward (R 0.62) is shown instead.
+    Column("last loss", "shown_loss", drop=3),
     Column("method", "method", drop=2),
     Column("model", "model", shrink=True, drop=4),
     Column("started", "started", show=_when, drop=1),
@@ -218,6 +219,8 @@ def list_runs(fmt: str = "table") -> int:
     for run in all_runs():
         s = run_summary(run)
         s["progress"] = f"{s['step']}/{s['total_steps'] or '?'}"
+        s["shown_loss"] = (f"R {s['reward']:.2f}" if isinstance(s.get("reward"), (int, float))
+                           else _fmt(s["last_loss"]))
         records.append(s)
     return emit(records, RUN_COLUMNS, fmt=fmt, title="Runs",
                 empty=f"No runs yet under {paths.runs_dir()}. Start one with `tunedeck train`.")
@@ -232,6 +235,8 @@ def show_run(run: Any) -> int:
     out.print(f"  model {s['model']}, method {s['method']}, started {_when(s['started'])}")
     out.print(f"  step {s['step']}/{s['total_steps'] or '?'}, last loss {_fmt(s['last_loss'])}, "
               f"eval loss {_fmt(s['eval_loss'])}, tokens/s {_fmt(s['tokens_per_s'], '.1f')}")
+    if s.get("reward") is not None:
+        out.print(f"  mean reward {_fmt(s['reward'], '.3f')} (GRPO)")
     if s["world_size"] > 1:
         out.print(f"  {s['world_size']} processes, global batch {s['global_batch'] or '?'}")
     if s["error"]:

@@ -246,6 +246,30 @@ async def test_real_preflight_on_the_tiny_model(tiny_model_dir, tmp_path):
         assert f"{screen.report.train_rows:,} train" in report
         trained = "".join(t for t, on in screen.report.example_tokens if on)
         assert "SELECT count(*) FROM" in trained
+        assert "processes 1; global batch 4 = 4 per device x 1 process" in report
+
+        # Two processes through the shipped DDP config: the global batch doubles, the check
+        # says so; FSDP shards over GPUs only, and the check refuses it here with the fix.
+        screen.query_one("#launch-config", Select).value = "ddp"
+        screen.query_one("#launch-processes", Input).value = "2"
+        screen.report = None
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.report is not None, 120, "the DDP pre-flight")
+        report = str(screen.query_one("#preflight-report").render())
+        assert screen.report.ok, screen.report.errors
+        assert "processes 2 (accelerate, config ddp" in report
+        assert "global batch 8 = 4 per device x 2 processes" in report
+        screen.query_one("#launch-config", Select).value = "fsdp"
+        screen.report = None
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.report is not None, 120, "the FSDP pre-flight")
+        assert not screen.report.ok
+        assert any("FSDP" in e for e in screen.report.errors), screen.report.errors
+        screen.query_one("#launch-config", Select).value = ""
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert "several processes start through accelerate" in str(
+            screen.query_one("#preflight-report").render())
 
 
 @pytest.mark.slow

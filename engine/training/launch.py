@@ -128,15 +128,18 @@ def launch(config: TrainConfig, launcher: str = "python", num_processes: int = 1
     """Create the run directory and start the detached runner; returns at once. `options`
     (else `launcher` and `num_processes`): how its processes start.
 
-    `check=True` runs the pre-flight first and raises `TunedeckError` with its report when it
-    finds a problem (a UI that has just shown the pre-flight passes False).
+    `check=True` runs the pre-flight first (it validates the config) and raises
+    `TunedeckError` with its report when it finds a problem. A UI that has just shown the
+    pre-flight passes False: then only the settings are checked again (milliseconds), not the
+    device (the 4-bit probe) nor the data.
     """
-    config.validate()
     options = _options(launcher, num_processes, options)
     if check:
         report = preflight_launch(config, options)
         if not report.ok:
             raise TunedeckError("Pre-flight failed:\n" + "\n".join(f"  - {e}" for e in report.errors))
+    else:
+        config.validate(device_checks=False)
     options.command("RUN_DIR")  # a bad accelerate config fails here, before the run exists
     run = create_run(config, options=options)
     _record_pid(run, _spawn(run, options.command(run.path)))
@@ -243,6 +246,8 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         kind = event.get("type")
         if kind == "log":
             summary["last_loss"] = event.get("loss")
+            if "reward" in event:  # GRPO: the mean reward of the step's sampled completions
+                summary["reward"] = event.get("reward")
             summary["tokens_per_s"] = event.get("tokens_per_s") or summary["tokens_per_s"]
             summary["step"] = max(summary["step"], event.get("step") or 0)
         elif kind == "eval":

@@ -219,12 +219,15 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
                                        loaded=loaded, rows=rows)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(rows)):
         return "stopped"
-    # Only the trained adapter: TRL's frozen "ref" copy (when starting from an adapter) stays out.
-    trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
-    loaded.tokenizer.save_pretrained(str(run.adapter_dir))
-    from engine.adapter_base import write_record
+    from engine.training.distributed import is_main_process
 
-    write_record(run.adapter_dir, base)
+    if is_main_process():  # rank 0 alone writes the run directory
+        # Only the trained adapter: TRL's frozen "ref" copy (from an adapter) stays out.
+        trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
+        loaded.tokenizer.save_pretrained(str(run.adapter_dir))
+        from engine.adapter_base import write_record
+
+        write_record(run.adapter_dir, base)
     return "done"
 
 

@@ -106,8 +106,10 @@ class TensorBoardCallback(TrainerCallback):
 
 def callbacks(run: RunDir, config: Any, log: Any = print) -> list[Any]:
     """The TensorBoard callback for a run, or none (turned off, or the package is missing)."""
-    if not getattr(config, "tensorboard", True):
-        return []
+    from engine.training.distributed import is_main_process
+
+    if not getattr(config, "tensorboard", True) or not is_main_process():
+        return []  # rank 0 alone writes the run directory
     if not available():
         log("tensorboard: not installed, so no TensorBoard event files for this run "
             "(pip install tensorboard, or set tensorboard: false to silence this)")

@@ -31,6 +31,7 @@ from engine.errors import TunedeckError
 from tui.messages import FitFailed, LoadProgress, PreflightDone, SettingsFitted
 from tui.screens.base import WorkbenchScreen, describe_error
 from tui.screens.run_view import RunViewScreen
+from tui.widgets.launch_fields import launch_choices, launch_options
 from tui.widgets.preflight_report import report_content
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # engine.training.config.PRECISIONS
@@ -205,6 +206,14 @@ class TrainScreen(WorkbenchScreen):
                     yield Label("precision")
                     yield Select([(p, p) for p in PRECISIONS], allow_blank=False, value="auto",
                                  id="field-precision", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("processes")
+                    yield Select(launch_choices(), allow_blank=False, value="",
+                                 id="launch-config", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("process count")
+                    yield Input(id="launch-processes", compact=True, select_on_focus=False,
+                                placeholder="from the config")
                 for field in FIELDS:
                     with Horizontal(classes="form-row"):
                         yield Label(field.label)
@@ -398,19 +407,24 @@ class TrainScreen(WorkbenchScreen):
     def action_launch(self) -> None:
         self._start(launch=True)
 
+    def launch_options(self) -> Any:
+        return launch_options(self.query_one("#launch-config", Select).value,
+                              self.query_one("#launch-processes", Input).value)
+
     def _start(self, launch: bool) -> None:
         try:
             config = self.form_config()
+            options = self.launch_options()
         except TunedeckError as err:
             self.show_error(str(err))
             return
-        key = config.to_dict()
+        key = {**config.to_dict(), "launch": options.to_status()}
         # A passing check of this very config is not repeated before its launch.
         cached = self.report if key == self._report_for and getattr(
             self.report, "ok", False) else None
         self.set_status("Pre-flight, then launch…" if launch
                         else "Pre-flight: loading the tokenizer and the model…")
-        self._train_worker(config, key, cached, launch)
+        self._train_worker(config, options, key, cached, launch)
 
     def action_open_last(self) -> None:
         run = self.last_run or remembered_run()
@@ -423,19 +437,20 @@ class TrainScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train",
           description="Pre-flight")
-    def _train_worker(self, config: Any, key: dict[str, Any], report: Any,
+    def _train_worker(self, config: Any, options: Any, key: dict[str, Any], report: Any,
                       launch: bool) -> None:
         if report is None:
-            from engine.training.preflight import preflight
+            from engine.training.launch import preflight_launch
 
-            report = preflight(config, progress=lambda text: self.post_message(
+            report = preflight_launch(config, options, progress=lambda text: self.post_message(
                 LoadProgress(str(text))))
         run = None
         if launch and report.ok:
             from engine.training.launch import launch as start
 
             self.post_message(LoadProgress("Starting the runner…"))
-            run = start(config, check=False)  # the pre-flight above is the check
+            # The pre-flight above is the check.
+            run = start(config, check=False, options=options)
         if run is not None or not get_current_worker().is_cancelled:  # a later check wins
             self.post_message(PreflightDone(key, report, run))
 

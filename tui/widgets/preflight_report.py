@@ -44,6 +44,13 @@ def report_content(report: Any) -> Content:
                       if getattr(report, "train_seconds", None) is not None else "")
         facts.append(("of which", train_part + between.describe(duration)))
     facts += [("fitted", line) for line in getattr(report, "fitted", [])]
+    if getattr(report, "batch_detail", ""):  # processes, and the global batch they make
+        launch = f" ({report.launch})" if getattr(report, "launch", "") else ""
+        facts.append(("processes", f"{report.world_size}{launch}; {report.batch_detail}"))
+    if getattr(report, "optimizer", ""):
+        facts.append(("optimizer", f"{report.optimizer}; gradient checkpointing "
+                                   f"{'on' if report.checkpointing else 'off'} "
+                                   f"({report.checkpointing_reason})"))
     facts += [
         ("trainable", f"{report.trainable_params:,} of {report.total_params:,} ({pct:.2f}%)"),
     ]
