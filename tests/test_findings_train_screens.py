@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from types import SimpleNamespace
 
 import pytest
 from textual.widgets import Input, Select
@@ -178,8 +177,10 @@ async def test_r_on_a_finished_run_says_plainly_it_cannot_be_resumed(monkeypatch
 
 
 # ---------------------------------------------------------------------- 11: the Train form
-def fake_report() -> SimpleNamespace:
-    return SimpleNamespace(
+def fake_report():
+    from engine.training.preflight_checks import PreflightReport
+
+    return PreflightReport(
         ok=True, errors=[], warnings=[], example_tokens=[], trainable_params=1, total_params=10,
         memory_estimate_mb={}, steps=126, est_seconds=95.0, train_rows=200, eval_rows=20)
 
@@ -241,7 +242,7 @@ async def test_ctrl_o_opens_the_last_run_launched_from_here_after_a_restart(monk
     fake_run("20251129-100000-other-c3d4", state="done")  # newer, not launched from here
     monkeypatch.setattr(preflight_module, "preflight",
                         lambda config, progress=None: fake_report())
-    monkeypatch.setattr(launch_module, "launch", lambda config, check=True: run)
+    monkeypatch.setattr(launch_module, "launch", lambda config, check=True, **_: run)
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_train(pilot)

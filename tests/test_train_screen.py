@@ -66,9 +66,11 @@ def log_tail(run, lines: int = 15) -> str:
         return "(no train.log)"
 
 
-def fake_report(ok: bool = True) -> SimpleNamespace:
-    """A PreflightReport-shaped object (the panel only reads these fields)."""
-    return SimpleNamespace(
+def fake_report(ok: bool = True):
+    """A PreflightReport with made-up numbers (what the check itself would take seconds for)."""
+    from engine.training.preflight_checks import PreflightReport
+
+    return PreflightReport(
         ok=ok, errors=[] if ok else ["every label is masked: raise max_seq_len (now 8)"],
         warnings=["pad == eos: the EOS label is kept by the collator"],
         example_tokens=[("<|im_start|>", False), ("user", False), ("\n", False), ("Hi", False),
@@ -199,7 +201,7 @@ async def test_failing_preflight_blocks_the_launch(monkeypatch):
     monkeypatch.setattr(preflight_module, "preflight", lambda config, progress=None:
                         fake_report(ok=False))
     monkeypatch.setattr(launch_module, "launch",
-                        lambda config, check=True: launched.append((config, check)))
+                        lambda config, check=True, **_: launched.append((config, check)))
     app = TunedeckApp(load_model=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4", "ctrl+l")
@@ -352,7 +354,7 @@ async def test_a_launch_runs_the_preflight_once(monkeypatch):
     monkeypatch.setattr(preflight_module, "preflight",
                         lambda config, progress=None: checks.append(config) or fake_report())
     monkeypatch.setattr(launch_module, "launch",
-                        lambda config, check=True: launched.append(check) or run)
+                        lambda config, check=True, **_: launched.append(check) or run)
     monkeypatch.setattr("tui.screens.train.remember_run", lambda run: "")
     monkeypatch.setattr("tui.screens.train.RunViewScreen", lambda run: _Blank())
     app = TunedeckApp(load_model=False)
