@@ -123,7 +123,8 @@ def test_kto_from_an_sft_adapter_keeps_it_as_the_reference(exports, tiny_model_d
     from peft import LoraConfig, get_peft_model
 
     from engine import models
-    from engine.training.preference import build_preference_trainer, resolve_adapter
+    from engine.training.adapter_ref import resolve_adapter
+    from engine.training.preference import build_preference_trainer
 
     # An "SFT run" with a finished adapter, referred to by its run id.
     sft = paths.ensure_dir(paths.runs_dir()) / "20261129-000000-sft-abcd"

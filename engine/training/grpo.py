@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
-from engine.training.adapter_ref import load_start
+from engine.training.lora_policy import load_start
 
 # Trainer log keys passed into "log" events: the live view's reward series, KL and lengths.
 PASSTHROUGH_PREFIXES = ("reward", "rewards/", "kl", "completions/", "frac_reward_zero_std",
@@ -174,30 +174,17 @@ def build_grpo_trainer(config: Any, run_dir: Path | str, callbacks: list[Any], l
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from engine.training.adapter_ref import resolve_adapter
-    from engine.training.trainers import cast_trainable_to_fp32, keep_4bit_layout_trainable
+    from engine.training.lora_policy import prepare_on_cpu, start_policy
 
-    model, tokenizer = loaded.model, loaded.tokenizer
-    peft_config = None
-    if config.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(resolve_adapter(config.adapter)),
-                                          is_trainable=True)
-    else:
-        from engine.training.shared import peft_config as lora_for
-
-        peft_config = lora_for(dataclasses.replace(config, method="lora"))
+    model, peft_config = start_policy(config, loaded.model)
     model.train()
     args = grpo_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
                      loaded.info.dtype, weights)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args,
                           train_dataset=Dataset.from_list(prompts.rows),
-                          processing_class=tokenizer, peft_config=peft_config,
+                          processing_class=loaded.tokenizer, peft_config=peft_config,
                           callbacks=callbacks)
-    if loaded.info.device == "cpu":
-        cast_trainable_to_fp32(trainer.model)
-        keep_4bit_layout_trainable(trainer.model)
+    prepare_on_cpu(trainer, loaded.info.device)
     return trainer
 
 
@@ -289,15 +276,9 @@ def train_grpo(run: Any, stop_flag: Any, config: Any) -> str:
                                  loaded, prompts, funcs, weights)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(prompts.rows)):
         return "stopped"
-    from engine.training.distributed import is_main_process
+    from engine.training.lora_policy import save_adapter
 
-    if is_main_process():  # rank 0 alone writes the run directory
-        # Only the trained adapter: TRL's frozen "ref" copy (from an adapter) stays out.
-        trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
-        loaded.tokenizer.save_pretrained(str(run.adapter_dir))
-        from engine.adapter_base import write_record
-
-        write_record(run.adapter_dir, base)
+    save_adapter(run, trainer, loaded.tokenizer, base)
     return "done"
 
 

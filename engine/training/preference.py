@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, TunedeckError
-from engine.training.adapter_ref import load_start as load_base
-from engine.training.adapter_ref import resolve_adapter
+from engine.training.lora_policy import load_start as load_base
 
 FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
 # Trainer log keys passed through into "log" events (the live view's rewards and accuracy).
@@ -118,25 +117,14 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
     `rows`: the already loaded preference rows (read from the config's dataset otherwise)."""
     from datasets import Dataset
 
-    from engine.training.trainers import cast_trainable_to_fp32, keep_4bit_layout_trainable
+    from engine.training.lora_policy import prepare_on_cpu, start_policy
 
     if config.method not in FIELDS:
         raise ConfigError(f"method: {config.method!r} is not a preference method (dpo, kto).")
     if rows is None:
         rows = load_rows(config.dataset_path(), config.method, config.limit)
     loaded = loaded or load_base(config)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    peft_config = None
-    if config.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(resolve_adapter(config.adapter)),
-                                          is_trainable=True)
-    else:
-        from engine.training.shared import peft_config as lora_for
-
-        # Preference training is always LoRA: a fresh adapter of the config's shape.
-        peft_config = lora_for(dataclasses.replace(config, method="lora"))
+    model, peft_config = start_policy(config, loaded.model)  # always a LoRA adapter
     model.train()
     args = preference_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
                            loaded.info.dtype)
@@ -145,10 +133,9 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
     else:
         from trl import KTOTrainer as Trainer
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    if loaded.info.device == "cpu":
-        cast_trainable_to_fp32(trainer.model)
-        keep_4bit_layout_trainable(trainer.model)
+                      processing_class=loaded.tokenizer, peft_config=peft_config,
+                      callbacks=callbacks)
+    prepare_on_cpu(trainer, loaded.info.device)
     return trainer
 
 
@@ -219,15 +206,9 @@ def train_preference(run: Any, stop_flag: Any, config: Any) -> str:
                                        loaded=loaded, rows=rows)
     if not run_trainer(run, stop_flag, config, loaded, trainer, callback, len(rows)):
         return "stopped"
-    from engine.training.distributed import is_main_process
+    from engine.training.lora_policy import save_adapter
 
-    if is_main_process():  # rank 0 alone writes the run directory
-        # Only the trained adapter: TRL's frozen "ref" copy (from an adapter) stays out.
-        trainer.model.save_pretrained(str(run.adapter_dir), selected_adapters=["default"])
-        loaded.tokenizer.save_pretrained(str(run.adapter_dir))
-        from engine.adapter_base import write_record
-
-        write_record(run.adapter_dir, base)
+    save_adapter(run, trainer, loaded.tokenizer, base)
     return "done"
 
 
