@@ -132,6 +132,17 @@ def test_grpo_config_checks_name_the_field_and_the_fix(tiny_model_dir):
         TrainConfig.from_dict({"method": "grpo", "rewards": {"format": "lots"}})
 
 
+def test_a_reward_file_is_pinned_where_the_run_was_created(tiny_model_dir, tmp_path,
+                                                           monkeypatch):
+    (tmp_path / "mine.py").write_text("def short(prompts, completions, **kw):\n"
+                                      "    return [1.0 for _ in completions]\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = grpo_config(tiny_model_dir, rewards={"sql_exec": 1.0, "mine.py:short": 0.5})
+    cfg.validate(device_checks=False)
+    # The runner runs in the project folder: the saved config names the file absolutely.
+    assert cfg.resolved().rewards == {"sql_exec": 1.0, f"{tmp_path / 'mine.py'}:short": 0.5}
+
+
 def test_preflight_checks_the_rewards_on_the_references(tiny_model_dir, tmp_path):
     from engine.training.preflight import preflight
 

@@ -221,6 +221,11 @@ class TrainConfig:
 
             # The folder, not `newest:sql` or an id prefix: a resume starts from the same one.
             data["adapter"] = str(resolve_adapter(self.adapter))
+        if self.rewards:
+            from engine.training.rewards import pinned_key
+
+            # A reward file relative to where `tunedeck train` ran: the runner runs elsewhere.
+            data["rewards"] = {pinned_key(key): weight for key, weight in self.rewards.items()}
         return type(self).from_dict(data)
 
     # ------------------------------------------------------------------ validation

@@ -81,6 +81,16 @@ def resolve_file(path_text: str, base_dir: Path | str | None = None) -> Path | N
     return None
 
 
+def pinned_key(key: str) -> str:
+    """A `file.py:function` key with the file made absolute (found as `resolve_file` finds it);
+    built-in names, and files not found (validation names them), as they are."""
+    path, function = _split_file_key(key)
+    if not path.endswith(".py"):
+        return key
+    found = resolve_file(path)
+    return f"{found.resolve()}:{function}" if found is not None else key
+
+
 def check_spec(spec: Any, base_dir: Path | str | None = None) -> list[str]:
     """Problems with a `rewards:` mapping, each saying the fix; imports no user code and no
     torch, so config validation can call it."""
