@@ -61,20 +61,21 @@ class RunHistory:
     def epoch(self) -> float | None:
         return _number(self.logs[-1].get("epoch")) if self.logs else None
 
+    def _last(self, key: str) -> float | None:
+        """The newest logged number under `key`."""
+        for event in reversed(self.logs):
+            if _number(event.get(key)) is not None:
+                return _number(event.get(key))
+        return None
+
     @property
     def last_loss(self) -> float | None:
-        for event in reversed(self.logs):
-            if _number(event.get("loss")) is not None:
-                return _number(event.get("loss"))
-        return None
+        return self._last("loss")
 
     @property
     def last_reward(self) -> float | None:
         """A GRPO run's last mean reward (None for other runs)."""
-        for event in reversed(self.logs):
-            if _number(event.get("reward")) is not None:
-                return _number(event.get("reward"))
-        return None
+        return self._last("reward")
 
     @property
     def last_eval_loss(self) -> float | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
-from engine.training.lora_policy import load_start
+from engine.training.lora_policy import count_adapter_parameters, load_start
 
 # Trainer log keys passed into "log" events: the live view's reward series, KL and lengths.
 PASSTHROUGH_PREFIXES = ("reward", "rewards/", "kl", "completions/", "frac_reward_zero_std",
@@ -306,7 +306,7 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
     database or reward), the completion budget against the references' lengths, parameter counts,
     the generation cost and the time."""
     from engine import models
-    from engine.training.preflight_checks import PreflightReport, check_model_fit, parameters_for
+    from engine.training.preflight_checks import PreflightReport, check_model_fit
     from engine.training.shared import mixed_precision
 
     report = PreflightReport(ok=False, method="grpo")
@@ -347,11 +347,7 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
     report.steps = total_steps(config, len(prompts.rows))
     if not check_model_fit(config, report):
         return report
-    try:
-        trainable, total, _ = parameters_for(dataclasses.replace(config, method="lora"))
-        report.trainable_params, report.total_params = trainable, total
-    except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
-        report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
+    count_adapter_parameters(config, report)
     completion = min(config.max_completion_length,
                      sum(reference_lengths) / len(reference_lengths) + 16)
     batch = config.batch_size * config.grad_accum

@@ -45,6 +45,20 @@ def start_policy(config: Any, model: Any) -> tuple[Any, Any]:
     return model, peft_config(dataclasses.replace(config, method="lora"))
 
 
+def count_adapter_parameters(config: Any, report: Any) -> None:
+    """The report's parameter counts as for a fresh LoRA adapter of the config's shape (what
+    these methods train); a warning instead when the model does not build on the meta device."""
+    import dataclasses
+
+    from engine.training.preflight_checks import parameters_for
+
+    try:
+        trainable, total, _ = parameters_for(dataclasses.replace(config, method="lora"))
+        report.trainable_params, report.total_params = trainable, total
+    except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
+        report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
+
+
 def prepare_on_cpu(trainer: Any, device: str) -> None:
     """On a CPU the adapter trains in fp32 (TRL casts it to bf16 for 4-bit bases)."""
     if device == "cpu":

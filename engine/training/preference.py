@@ -18,7 +18,6 @@ Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -267,13 +266,8 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
 
     if not check_model_fit(config, report):
         return report
-    try:
-        from engine.training.preflight_checks import parameters_for
+    from engine.training.lora_policy import count_adapter_parameters
 
-        # Parameters as for a LoRA adapter of the same shape (what preference training trains).
-        trainable, total, _ = parameters_for(dataclasses.replace(config, method="lora"))
-        report.trainable_params, report.total_params = trainable, total
-    except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
-        report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
+    count_adapter_parameters(config, report)
     report.ok = not report.errors
     return report
