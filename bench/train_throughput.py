@@ -71,11 +71,7 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
 
     from engine import models
     from engine.gpu_check.throughput import Meter, pad_collator, timer_callback
-    from engine.training.trainers import (
-        FastSFTTrainer,
-        cast_trainable_to_fp32,
-        keep_4bit_layout_trainable,
-    )
+    from engine.training.trainers import FastSFTTrainer, prepare_cpu_training
 
     torch.manual_seed(0)
     quant = "4bit" if variant == "ours-qlora" else None
@@ -110,8 +106,7 @@ def run_variant(variant: str, rows: int, steps: int, batch: int, max_len: int) -
         trainer = FastSFTTrainer(model=model, args=args, train_dataset=dataset,
                                  processing_class=tok, peft_config=lora, data_collator=meter,
                                  callbacks=[timer])
-        cast_trainable_to_fp32(trainer.model)
-        keep_4bit_layout_trainable(trainer.model)
+        prepare_cpu_training(trainer.model)
     trainer.train()
     elapsed = (timer.t1 - timer.t0) if timer.t0 else float("nan")
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

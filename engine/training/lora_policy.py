@@ -60,12 +60,12 @@ def count_adapter_parameters(config: Any, report: Any) -> None:
 
 
 def prepare_on_cpu(trainer: Any, device: str) -> None:
-    """On a CPU the adapter trains in fp32 (TRL casts it to bf16 for 4-bit bases)."""
+    """On a CPU the adapter trains in fp32 (TRL casts it to bf16 for 4-bit bases), with the
+    cheaper LoRA dropout (`prepare_cpu_training`)."""
     if device == "cpu":
-        from engine.training.trainers import cast_trainable_to_fp32, keep_4bit_layout_trainable
+        from engine.training.trainers import prepare_cpu_training
 
-        cast_trainable_to_fp32(trainer.model)
-        keep_4bit_layout_trainable(trainer.model)
+        prepare_cpu_training(trainer.model)
 
 
 def save_adapter(run: Any, trainer: Any, tokenizer: Any, base: Any) -> None:

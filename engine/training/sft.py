@@ -70,11 +70,7 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
                   convs: tuple[list[Any], list[Any]] | None = None) -> tuple[Any, Any, Any]:
     """(trainer, train dataset, eval dataset) for a config and a loaded model."""
     from engine.training.batching import PackedCollator
-    from engine.training.trainers import (
-        FastSFTTrainer,
-        cast_trainable_to_fp32,
-        keep_4bit_layout_trainable,
-    )
+    from engine.training.trainers import FastSFTTrainer, prepare_cpu_training
 
     tokenizer = loaded.tokenizer
     train_convs, eval_convs = convs or load_conversations(config)
@@ -104,8 +100,7 @@ def build_trainer(config: TrainConfig, run: RunDir, loaded: Any, callbacks: list
                              processing_class=tokenizer, peft_config=peft_config(config),
                              callbacks=callbacks, data_collator=collator)
     if loaded.info.device == "cpu":
-        cast_trainable_to_fp32(trainer.model)
-        keep_4bit_layout_trainable(trainer.model)
+        prepare_cpu_training(trainer.model)
     return trainer, train_ds, eval_ds
 
 

@@ -219,3 +219,14 @@ def keep_4bit_layout_trainable(model: Any) -> int:
             module.support_avx512bf16_for_cpu = False
             n += 1
     return n
+
+
+def prepare_cpu_training(model: Any) -> dict[str, int]:
+    """Everything a model on the CPU needs before its first step, in one place for every recipe
+    and for the benchmark: fp32 adapters, the trainable 4-bit layout, the cheaper LoRA dropout."""
+    from engine.training.dropout import install_fast_dropout
+
+    return {"fp32": cast_trainable_to_fp32(model),
+            "4bit_layout": keep_4bit_layout_trainable(model),
+            "fast_dropout": install_fast_dropout(model)}
+
