@@ -22,11 +22,11 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-# Modules that exist only inside the training process: they subclass TRL / transformers classes,
-# so importing them is importing the ML stack (and TRL itself imports rich). Nothing outside the
-# runner imports them at module level.
+# Modules that exist only inside the training process: they subclass TRL / transformers / torch
+# classes, so importing them is importing the ML stack (and TRL itself imports rich). Nothing
+# outside the runner imports them at module level.
 RUNNER_ONLY = {"engine.training.trainers", "engine.training.callbacks", "engine.training.guards",
-               "engine.training.tensorboard"}
+               "engine.training.tensorboard", "engine.training.dropout"}
 
 
 def _engine_modules() -> list[str]:
