@@ -273,7 +273,13 @@ def device_policy(device: str | None = None) -> DevicePolicy:
 
 def quantization_config(quantize: Quantize, policy: DevicePolicy, quant_type: str = "nf4",
                         double_quant: bool = True) -> Any:
-    """A bitsandbytes config whose compute dtype follows the device (fp32 on CPU)."""
+    """A bitsandbytes config whose compute dtype follows the device (fp32 on CPU).
+
+    The 4-bit weights are stored in the compute dtype too, not bitsandbytes' default uint8:
+    FSDP and DeepSpeed ZeRO-3 shard only floating-point parameters, flattened with the others of
+    the same dtype (FSDP-QLoRA, in bitsandbytes' and PEFT's guides). The storage dtype only says
+    how the packed bytes are viewed, so one GPU and DDP hold the same bytes either way; the CPU
+    path has stored them so (fp32) all along."""
     if quantize is None:
         return None
     from transformers import BitsAndBytesConfig
@@ -284,7 +290,7 @@ def quantization_config(quantize: Quantize, policy: DevicePolicy, quant_type: st
             bnb_4bit_quant_type=quant_type,
             bnb_4bit_use_double_quant=double_quant,
             bnb_4bit_compute_dtype=policy.dtype,
-            bnb_4bit_quant_storage=policy.dtype if policy.device == "cpu" else None,
+            bnb_4bit_quant_storage=policy.dtype,
         )
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -400,6 +406,30 @@ def context_window(config: Any) -> int:
     return 2048
 
 
+def load_kwargs(policy: DevicePolicy, quantize: Quantize = None, quant_type: str = "nf4",
+                double_quant: bool = True, trust_remote_code: bool = False) -> dict[str, Any]:
+    """`from_pretrained`'s arguments for the policy. A quantized model is placed while it loads
+    (`device_map`), all of it on one device: on CUDA this process's own GPU, LOCAL_RANK (set by
+    torchrun / `accelerate launch` for each rank, 0 for one process), so each rank of a
+    multi-GPU run holds its 4-bit weights on its own GPU, not all of them on GPU 0."""
+    kwargs: dict[str, Any] = {"dtype": policy.dtype, "trust_remote_code": trust_remote_code}
+    qconfig = quantization_config(quantize, policy, quant_type, double_quant)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": quantized_device(policy)}
+    return kwargs
+
+
+def quantized_device(policy: DevicePolicy) -> int | str:
+    """Where a quantized model's weights go: "cuda" is this rank's GPU index (LOCAL_RANK);
+    any other device (cpu, mps, an explicit cuda:N) as it is."""
+    if policy.device != "cuda":
+        return policy.device
+    from engine.training.distributed import local_rank  # imports no ML library
+
+    return local_rank()
+
+
 def load(
     ref: str | ModelSource | None = None,
     quantize: Quantize = None,
@@ -423,11 +453,8 @@ def load(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     policy = device_policy(device)
-    kwargs: dict[str, Any] = {"dtype": policy.dtype, "trust_remote_code": trust_remote_code}
-    qconfig = quantization_config(quantize, policy, quant_type, double_quant)
-    if qconfig is not None:
-        kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": policy.device if policy.device != "cuda" else 0}
+    kwargs = load_kwargs(policy, quantize, quant_type, double_quant, trust_remote_code)
+    qconfig = kwargs.get("quantization_config")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -301,6 +301,10 @@ def test_preference_training_from_a_qlora_adapter_starts_on_its_4bit_base(tiny_m
     lines: list[str] = []
     loaded = load_base(cfg, progress=lines.append)
     assert loaded.info.quantization == "4bit" and "trained on 4-bit nf4" in lines[0]
+    from engine.training.lora_policy import starts_quantized
+
+    # Pre-flight's memory estimate knows it too, from the adapter's base record.
+    assert starts_quantized(cfg) and not starts_quantized(TrainConfig(method="dpo"))
     trainer = build_preference_trainer(cfg, tmp_path / "run", [], loaded=loaded)
     trainer.train()
     assert trainer.state.global_step == 1

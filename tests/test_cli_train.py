@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -279,10 +280,21 @@ def test_launch_checks_refuse_what_would_fail_on_the_gpus(monkeypatch, tmp_path)
                         lambda device=None: models.DevicePolicy("cuda", "bfloat16", True))
     monkeypatch.setattr(al, "gpu_count", lambda: 2)
     assert "this machine has 2 GPU(s) for its 4 process(es)" in check("ddp", processes=4)[0][0]
-    errors, _ = check("fsdp", method="qlora")
-    assert len(errors) == 2 and "device_map {'': 0}" in errors[0]
-    assert "bnb_4bit_quant_storage=bfloat16" in errors[1] and "Use DDP" in errors[1]
+    # QLoRA on 2 GPUs: each rank loads onto its own GPU, FSDP shards the bf16-stored weights.
+    assert check("ddp", method="qlora") == ([], [])
+    errors, warnings = check("fsdp", method="qlora")
+    assert errors == [] and len(warnings) == 1
+    assert "paged_adamw_8bit fails when a checkpoint is saved" in warnings[0]
+    assert check("fsdp", method="qlora", optimizer="adamw_torch") == ([], [])
     assert check("ddp", method="lora", precision="bf16") == ([], [])
+    # A loader that stored them as uint8 is still refused for FSDP, before anything loads.
+    import torch
+
+    monkeypatch.setattr(models, "quantization_config", lambda *_a, **_k: SimpleNamespace(
+        bnb_4bit_quant_storage=torch.uint8))
+    (error,) = check("fsdp", method="qlora")[0]
+    assert "bnb_4bit_quant_storage=bfloat16" in error and "as torch.uint8 here" in error
+    assert check("ddp", method="qlora") == ([], [])  # DDP does not shard them
 
 
 def test_resume_relaunches_with_the_recorded_accelerate_config(monkeypatch, tmp_path):

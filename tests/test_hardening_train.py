@@ -159,6 +159,65 @@ def test_cuda_choices_follow_the_device_policy_and_the_memory(monkeypatch, tmp_p
     assert not common_args(config, tmp_path, "cpu", "float32")["gradient_checkpointing"]
 
 
+def _cuda_decisions(monkeypatch, config, run_decision):
+    """Pre-flight's gradient checkpointing on a faked CUDA machine with a roomy GPU and a
+    1 MB one, each checked against the run's own decision (`run_decision()`)."""
+    from engine import models
+    from engine.training import preflight_checks
+    from engine.training.preflight import preflight
+
+    monkeypatch.setattr(models, "device_policy",
+                        lambda device=None: models.DevicePolicy("cuda", "bfloat16", True))
+    for gpu_mb, state in ((80_000.0, "off"), (1.0, "on")):
+        monkeypatch.setattr(preflight_checks, "gpu_memory_mb", lambda mb=gpu_mb: mb)
+        report = preflight(config)
+        assert report.ok, report.errors
+        assert report.checkpointing is (state == "on") and report.memory_estimate_mb["total"]
+        assert (f"Optimizer: paged_adamw_8bit; gradient checkpointing {state} ({state}: ~"
+                in report.text())
+        assert run_decision() == (report.checkpointing, report.checkpointing_reason)
+
+
+def _loaded(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from engine import models
+
+    return SimpleNamespace(tokenizer=models.load_tokenizer(str(tiny_model_dir)),
+                           info=SimpleNamespace(device="cuda", quantization=None))
+
+
+def test_dpo_decides_gradient_checkpointing_on_cuda_as_sft_does(monkeypatch, tmp_path,
+                                                                tiny_model_dir):
+    from engine.training import preference
+
+    data = tmp_path / "dpo.jsonl"
+    data.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": q}],
+        "chosen": [{"role": "assistant", "content": good}],
+        "rejected": [{"role": "assistant", "content": bad}]}) + "\n"
+        for q, good, bad in (("2+2?", "4", "5"), ("Capital of France?", "Paris", "Rome"))))
+    config = TrainConfig(model=str(tiny_model_dir), dataset=str(data), method="dpo",
+                         batch_size=2, max_seq_len=64, max_steps=1)
+    loaded, rows = _loaded(tiny_model_dir), preference.load_rows(data, "dpo")
+    _cuda_decisions(monkeypatch, config,
+                    lambda: preference.run_checkpointing(config, loaded, rows))
+
+
+def test_grpo_decides_gradient_checkpointing_on_cuda_as_sft_does(monkeypatch,
+                                                                 tiny_model_dir):
+    from engine.training import grpo
+
+    # Generation settings given, so pre-flight fits nothing the run would not.
+    config = TrainConfig(model=str(tiny_model_dir), dataset="sample_data/text_to_sql",
+                         method="grpo", template="text-to-sql-tuned", limit=4, batch_size=4,
+                         num_generations=4, max_completion_length=32, temperature=1.0,
+                         max_steps=1)
+    loaded, prompts = _loaded(tiny_model_dir), grpo.load_prompts(config)
+    _cuda_decisions(monkeypatch, config,
+                    lambda: grpo.run_checkpointing(config, loaded, prompts))
+
+
 # --------------------------------------------------------------------------- the runner lock
 
 

@@ -142,6 +142,53 @@ def test_4bit_load_on_cpu_uses_fp32_compute(tiny_model_dir):
     assert loaded.info.parameters == models.load(str(tiny_model_dir)).info.parameters
 
 
+CUDA = models.DevicePolicy("cuda", "bfloat16", True)
+
+
+def test_each_rank_loads_its_4bit_weights_onto_its_own_gpu(monkeypatch):
+    # A CUDA machine seen through the policy: the arguments are decided, nothing is loaded.
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    kwargs = models.load_kwargs(CUDA, "4bit")
+    assert kwargs["device_map"] == {"": 1} and kwargs["dtype"] is CUDA.dtype
+    monkeypatch.delenv("LOCAL_RANK")
+    assert models.load_kwargs(CUDA, "4bit")["device_map"] == {"": 0}  # one process
+    assert models.load_kwargs(models.DevicePolicy("cuda:3", "bfloat16", True),
+                              "4bit")["device_map"] == {"": "cuda:3"}
+    assert models.load_kwargs(models.device_policy("cpu"), "4bit")["device_map"] == {"": "cpu"}
+    assert "device_map" not in models.load_kwargs(CUDA)  # moved with .to() after loading
+
+
+def test_load_passes_the_ranks_gpu_to_transformers(monkeypatch, tiny_model_dir):
+    import transformers
+
+    seen = {}
+
+    def from_pretrained(_path, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stopped before any weight is read")
+
+    monkeypatch.setattr(models, "device_policy", lambda device=None: CUDA)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(TunedeckError, match="stopped before any weight is read"):
+        models.load(str(tiny_model_dir), quantize="4bit")
+    assert seen["device_map"] == {"": 1}
+    assert seen["quantization_config"].bnb_4bit_quant_storage is CUDA.dtype
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_4bit_weights_are_stored_in_the_compute_dtype_on_cuda(dtype_name):
+    """What FSDP / ZeRO-3 need to shard them (FSDP-QLoRA); the same bytes on one GPU."""
+    import torch
+
+    policy = models.DevicePolicy("cuda", dtype_name, dtype_name == "bfloat16")
+    qconfig = models.quantization_config("4bit", policy)
+    dtype = getattr(torch, dtype_name)
+    assert qconfig.bnb_4bit_compute_dtype == dtype and qconfig.bnb_4bit_quant_storage == dtype
+    cpu = models.quantization_config("4bit", models.device_policy("cpu"))
+    assert cpu.bnb_4bit_quant_storage == torch.float32
+
+
 def test_probe_4bit_is_tried():
     works, reason = models.probe_4bit("cpu")
     assert isinstance(works, bool) and reason

@@ -122,14 +122,15 @@ def story(tiny_model_dir, tmp_path_factory):
         seen["losses"] = {e["step"]: e["loss"] for e in _logs(run)}
         seen["show_out"] = _cli("runs", "show", run.id)[1]
 
-        # The same global batch (4 rows a step) on one process: 2 per step x 2 accumulated.
+        # The same global batch (4 rows a step) on one process: batches of 4, cut from the same
+        # length-sorted blocks (the sampler cuts them at the global batch).
         from in_process import run_in_process
 
         from engine.training import launch
         from engine.training.config import TrainConfig
 
         single = launch.create_run(TrainConfig.from_yaml(config).with_overrides(
-            ["grad_accum=2", "tensorboard=false"]))
+            ["batch_size=4", "tensorboard=false"]))
         assert run_in_process(single) == 0, single.log_path.read_text()[-3000:]
         seen["single_losses"] = {e["step"]: e["loss"] for e in _logs(single)}
         yield seen
@@ -219,8 +220,8 @@ def test_rank_zero_alone_writes_the_run_directory(story):
 
 
 def test_losses_follow_one_process_with_the_same_global_batch(story):
-    # DDP averages the two ranks' gradients over the same rows one process accumulates, so
-    # the curves differ only by float rounding (~1e-7 relative seen here). 1e-4 relative is far
+    # DDP averages the two ranks' gradients over the same rows one process takes in one batch,
+    # so the curves differ only by float rounding (~1e-7 relative seen here). 1e-4 relative is far
     # above that and far below what a step changes (~1e-3 relative): rows seen twice or missed,
     # or a wrongly scaled gradient, would miss it at once.
     multi, single = story["losses"], story["single_losses"]

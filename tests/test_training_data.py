@@ -99,6 +99,38 @@ def test_sampler_batches_hold_similar_lengths_and_cover_everything():
     assert list(sampler) != order  # a new epoch shuffles the blocks
 
 
+def test_two_ranks_take_the_rows_of_one_process_with_the_global_batch(monkeypatch):
+    """Blocks are cut at the global batch: accelerate hands each rank whole per-device batches
+    in turn (BatchSamplerShard), so rank 0 then rank 1 of a step read the 1-process batch of
+    2 x 2 rows, in its order, every step and epoch; no row twice or missed."""
+    import random
+
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    rng = random.Random(5)
+    lengths = [rng.randint(10, 200) for _ in range(24)]
+
+    def batches(per_device, processes, rank, epoch):
+        sampler = LengthSortedBatchSampler(lengths, per_device, seed=3, processes=processes)
+        loader = DataLoader(range(len(lengths)), batch_size=per_device, sampler=sampler)
+        # As the trainer's accelerator prepares it (split_batches off), and sets each epoch.
+        loader = prepare_data_loader(loader, num_processes=processes, process_index=rank,
+                                     put_on_device=False)
+        loader.set_epoch(epoch)
+        return [batch.tolist() for batch in loader]
+
+    for epoch in (0, 1):
+        one = batches(4, 1, 0, epoch)
+        rank0, rank1 = batches(2, 2, 0, epoch), batches(2, 2, 1, epoch)
+        assert len(rank0) == len(rank1) == len(one) == 6
+        assert [a + b for a, b in zip(rank0, rank1, strict=True)] == one
+    # The trainer passes the per-device batch; the processes come from torchrun's WORLD_SIZE.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert list(LengthSortedBatchSampler(lengths, 2, seed=3)) == list(
+        LengthSortedBatchSampler(lengths, 4, seed=3, processes=1))
+
+
 def test_fast_loss_equals_the_models_own_loss(tiny_model_dir, tmp_path):
     """Logits only at trained positions must give the same loss as the full forward."""
     import torch

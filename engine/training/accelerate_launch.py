@@ -255,6 +255,13 @@ def check_launch(options: LaunchOptions, config: TrainConfig,
                       f"{gpu_count() * options.num_machines}.")
     errors += _quantized_problems(options, config, policy, kind, file, where)
     errors += _precision_problems(config, policy, file, where)
+    if kind == "FSDP" and config.quantized and policy.device == "cuda":
+        from engine.training.shared import optimizer_name
+
+        if optimizer_name(config, policy.device) == "paged_adamw_8bit":
+            warnings.append(f"{where}: PEFT's FSDP-QLoRA guide reports that paged_adamw_8bit "
+                            "fails when a checkpoint is saved (save_every, stop); "
+                            "optimizer=adamw_torch avoids it, for more GPU memory.")
     if policy.device == "cpu" and options.num_processes > 1:
         warnings.append(f"{options.num_processes} processes share this machine's CPU cores: "
                         "that checks a multi-process setup, it does not train faster.")
@@ -267,29 +274,27 @@ def check_launch(options: LaunchOptions, config: TrainConfig,
 
 def _quantized_problems(options: LaunchOptions, config: TrainConfig, policy: Any, kind: str,
                         file: dict[str, Any], where: str) -> list[str]:
+    """QLoRA on several GPUs: each rank loads its 4-bit weights onto its own GPU
+    (`models.load_kwargs`, LOCAL_RANK); FSDP and ZeRO-3 also need them stored in the compute
+    dtype, so they shard with the other parameters. The loader stores them so; a loader that
+    did not would be refused here, before minutes of loading."""
     if not config.quantized or options.num_processes < 2 or policy.device != "cuda":
+        return []
+    zero3 = kind == "DEEPSPEED" and int((file.get("deepspeed_config") or {}).get(
+        "zero_stage", 0) or 0) == 3
+    if kind != "FSDP" and not zero3:
         return []
     from engine import models
 
-    problems = [
-        f"method qlora on {options.num_processes} GPUs: engine/models.py loads the 4-bit "
-        "weights onto GPU 0 in every process (device_map {'': 0}), so the other ranks' "
-        "training fails; use method=lora, or one process, until it places them on each "
-        "rank's own GPU (LOCAL_RANK)."]
-    zero3 = kind == "DEEPSPEED" and int((file.get("deepspeed_config") or {}).get(
-        "zero_stage", 0) or 0) == 3
-    if kind == "FSDP" or zero3:
-        qconfig = models.quantization_config("4bit", policy, config.quant_type,
-                                             config.double_quant)
-        storage = getattr(qconfig, "bnb_4bit_quant_storage", None)
-        if storage is None or "uint8" in str(storage):
-            name = "FSDP" if kind == "FSDP" else "ZeRO-3"
-            problems.append(
-                f"{where}: {name} with QLoRA needs the 4-bit weights stored in the compute "
-                f"dtype (bnb_4bit_quant_storage={policy.dtype_name}) so they shard with the "
-                "other parameters; the loader stores them as uint8 here. Use DDP "
-                "(--accelerate-config ddp) or method=lora.")
-    return problems
+    qconfig = models.quantization_config("4bit", policy, config.quant_type, config.double_quant)
+    storage = getattr(qconfig, "bnb_4bit_quant_storage", None)
+    if storage is not None and getattr(storage, "is_floating_point", False):
+        return []
+    name = "FSDP" if kind == "FSDP" else "ZeRO-3"
+    return [f"{where}: {name} with QLoRA needs the 4-bit weights stored in the compute dtype "
+            f"(bnb_4bit_quant_storage={policy.dtype_name}) so they shard with the other "
+            f"parameters; the loader stores them as {storage} here. Use DDP "
+            "(--accelerate-config ddp) or method=lora."]
 
 
 def _precision_problems(config: TrainConfig, policy: Any, file: dict[str, Any],

@@ -20,16 +20,31 @@ MIN_SHARED_PREFIX = 16
 
 
 class LengthSortedBatchSampler:
-    """Indices such that every consecutive `batch_size` block is a run of similar lengths.
+    """Indices such that every consecutive block of the global batch (`batch_size` per device x
+    `processes`) is a run of similar lengths.
 
     The dataloader cuts batches from consecutive indices, so sorting by length and shuffling
     whole blocks gives near padding-free batches while keeping the batch order random. The order
-    is a function of (seed, epoch) alone, so resuming mid-epoch replays the same batches.
+    is a function of (seed, epoch, processes) alone, so resuming mid-epoch replays the same
+    batches.
+
+    With several processes accelerate hands the dataloader's batches out in turn (rank r gets
+    batches r, r + N, …: `BatchSamplerShard`, split_batches off), so one step's N batches are
+    N consecutive per-device batches of this order: one block. The ranks of a step then get the
+    same rows, in the same order, as one process with an N times larger batch, and similar
+    lengths, so no rank waits long for another's longer rows at the gradient all-reduce.
+    `processes`: the processes the batches are shared out to (None: this run's WORLD_SIZE).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0,
+                 processes: int | None = None):
+        if processes is None:
+            from engine.training.distributed import world_size
+
+            processes = world_size()
         self.lengths = list(lengths)
         self.batch_size = max(1, batch_size)
+        self.processes = max(1, processes)
         self.seed = seed
         self.epoch = 0
 
@@ -43,7 +58,8 @@ class LengthSortedBatchSampler:
         rng = random.Random(self.seed * 1000003 + self.epoch)
         # Ties broken randomly so equal-length rows do not always travel together.
         order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
-        blocks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        size = self.batch_size * self.processes
+        blocks = [order[i:i + size] for i in range(0, len(order), size)]
         rng.shuffle(blocks)
         return blocks
 
@@ -122,7 +138,7 @@ def batch_layout(rows: list[dict[str, list[int]]], batch_size: int,
     lengths = [len(r["input_ids"]) for r in rows]
     collate = PackedCollator(pad_token_id=0)  # the mask, not the pad id, marks padding
     padding = shared = 0
-    for block in LengthSortedBatchSampler(lengths, batch_size, seed).blocks():
+    for block in LengthSortedBatchSampler(lengths, batch_size, seed, processes=1).blocks():
         batch = collate([rows[i] for i in block])
         padding += batch["input_ids"].numel() - int(batch["attention_mask"].sum())
         keep = batch["labels"][:, 1:] != IGNORE

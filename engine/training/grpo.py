@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunedeckError
-from engine.training.lora_policy import count_adapter_parameters, load_start
+from engine.training.lora_policy import load_start, plan_memory
 
 # Trainer log keys passed into "log" events: the live view's reward series, KL and lengths.
 PASSTHROUGH_PREFIXES = ("reward", "rewards/", "kl", "completions/", "frac_reward_zero_std",
@@ -152,13 +152,34 @@ def total_steps(config: Any, rows: int) -> int:
 # --------------------------------------------------------------------------- trainer
 
 
+def memory_tokens(config: Any, prompt_lengths: list[int]) -> tuple[float, float]:
+    """(tokens, trained tokens) of a training row for the memory estimate: a prompt and a
+    completion of max_completion_length, the width a batch of sampled completions pads to as
+    soon as one of them runs to the limit."""
+    prompt = sum(prompt_lengths) / max(1, len(prompt_lengths))
+    return prompt + config.max_completion_length, float(config.max_completion_length)
+
+
+def run_checkpointing(config: Any, loaded: Any, prompts: Prompts) -> tuple[bool, str]:
+    """Gradient checkpointing for a grpo run (its generation settings fitted), from the same
+    estimate as its pre-flight's."""
+    from engine.training.lora_policy import run_checkpointing as decide
+
+    device = loaded.info.device
+    if device != "cuda":  # nothing to tokenize for a decision that is made already
+        return decide(config, device, False, 0.0, 0.0)
+    prompt_lengths, _ = lengths(loaded.tokenizer, prompts)
+    return decide(config, device, loaded.info.quantization == "4bit",
+                  *memory_tokens(config, prompt_lengths))
+
+
 def grpo_args(config: Any, output_dir: Path, device: str, dtype_name: str,
-              weights: list[float]) -> Any:
+              weights: list[float], checkpointing: bool | None = None) -> Any:
     from trl import GRPOConfig
 
     from engine.training.shared import common_args
 
-    common = common_args(config, output_dir, device, dtype_name)
+    common = common_args(config, output_dir, device, dtype_name, checkpointing)
     common.pop("max_length", None)  # GRPO bounds the completions, not the rows
     return GRPOConfig(
         **common, eval_strategy="no", beta=config.beta, num_generations=config.num_generations,
@@ -178,8 +199,12 @@ def build_grpo_trainer(config: Any, run_dir: Path | str, callbacks: list[Any], l
 
     model, peft_config = start_policy(config, loaded.model)
     model.train()
+    from engine.training.shared import log
+
+    checkpointing, why = run_checkpointing(config, loaded, prompts)
+    log(f"gradient checkpointing {why}")
     args = grpo_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
-                     loaded.info.dtype, weights)
+                     loaded.info.dtype, weights, checkpointing)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args,
                           train_dataset=Dataset.from_list(prompts.rows),
                           processing_class=loaded.tokenizer, peft_config=peft_config,
@@ -307,7 +332,7 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
     the generation cost and the time."""
     from engine import models
     from engine.training.preflight_checks import PreflightReport, check_model_fit
-    from engine.training.shared import mixed_precision
+    from engine.training.shared import mixed_precision, optimizer_name
 
     report = PreflightReport(ok=False, method="grpo")
     say = progress or (lambda _msg: None)
@@ -327,6 +352,7 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
     report.device = policy.device
     report.precision, report.precision_reason = mixed_precision(config, policy.device,
                                                                 policy.dtype_name)
+    report.optimizer = optimizer_name(config, policy.device)
     _check_references(report, prompts, funcs)
     say("Tokenizing…")
     prompt_lengths, reference_lengths = lengths(tokenizer, prompts)
@@ -347,7 +373,7 @@ def preflight_grpo(config: Any, progress: Any = None) -> Any:
     report.steps = total_steps(config, len(prompts.rows))
     if not check_model_fit(config, report):
         return report
-    count_adapter_parameters(config, report)
+    plan_memory(config, report, *memory_tokens(config, prompt_lengths))
     completion = min(config.max_completion_length,
                      sum(reference_lengths) / len(reference_lengths) + 16)
     batch = config.batch_size * config.grad_accum

@@ -1,5 +1,6 @@
 """What the methods that always train a LoRA adapter (DPO, KTO, GRPO) share: the model they
-load to start from, the policy they train, its CPU set-up, and the adapter they save."""
+load to start from, the policy they train, its memory plan (gradient checkpointing on CUDA, as
+SFT decides it), its CPU set-up, and the adapter they save."""
 
 from __future__ import annotations
 
@@ -45,18 +46,77 @@ def start_policy(config: Any, model: Any) -> tuple[Any, Any]:
     return model, peft_config(dataclasses.replace(config, method="lora"))
 
 
-def count_adapter_parameters(config: Any, report: Any) -> None:
-    """The report's parameter counts as for a fresh LoRA adapter of the config's shape (what
-    these methods train); a warning instead when the model does not build on the meta device."""
+def memory_config(config: Any, quantized: bool = False, sequences: int = 1) -> Any:
+    """The config as the memory estimate sees these methods: a LoRA adapter of its shape (on a
+    4-bit base: QLoRA's weights), each row `sequences` sequences in the trained pass (DPO runs
+    chosen and rejected as one batch)."""
     import dataclasses
 
-    from engine.training.preflight_checks import parameters_for
+    return dataclasses.replace(config, method="qlora" if quantized else "lora",
+                               batch_size=config.batch_size * max(1, sequences))
 
+
+def starts_quantized(config: Any) -> bool:
+    """Whether the run trains on a 4-bit base: from an SFT adapter trained on one (its base
+    record, `engine.adapter_base`); a fresh adapter trains on the config's model unquantized."""
+    if not config.adapter:
+        return False
     try:
-        trainable, total, _ = parameters_for(dataclasses.replace(config, method="lora"))
-        report.trainable_params, report.total_params = trainable, total
+        from engine.adapter_base import read_record
+
+        return read_record(config.adapter).quantization == "4bit"
+    except Exception:  # an adapter that does not resolve: the config's own check names it
+        return False
+
+
+def plan_memory(config: Any, report: Any, mean_tokens: float, completion_tokens: float,
+                sequences: int = 1) -> None:
+    """Pre-flight's parameter counts (as for a fresh LoRA adapter of the config's shape, what
+    these methods train), memory estimate and gradient checkpointing, which on CUDA is on only
+    where the activations would not fit without it: SFT's decision (`checkpointing_choice`),
+    the one `run_checkpointing` makes in the run. A model that does not build on the meta
+    device is a warning, and checkpointing stays as the run then decides."""
+    from engine.training.preflight_checks import (
+        NO_ESTIMATE,
+        checkpointing_choice,
+        parameters_for,
+    )
+
+    on_cuda = report.device == "cuda"
+    report.checkpointing = on_cuda
+    report.checkpointing_reason = NO_ESTIMATE if on_cuda else f"off on {report.device}"
+    shaped = memory_config(config, starts_quantized(config), sequences)
+    try:
+        trainable, total, shape = parameters_for(shaped)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
+        return
+    report.trainable_params, report.total_params = trainable, total
+    report.checkpointing, report.checkpointing_reason, report.memory_estimate_mb = \
+        checkpointing_choice(shaped, report.device, total, trainable, shape, mean_tokens,
+                             completion_tokens)
+
+
+def run_checkpointing(config: Any, device: str, quantized: bool, mean_tokens: float,
+                      completion_tokens: float, sequences: int = 1) -> tuple[bool, str]:
+    """Gradient checkpointing for the run, from the same estimate as its pre-flight's
+    (`plan_memory`): on CUDA only when the activations would not fit without it."""
+    if device != "cuda":
+        return False, f"off on {device}"
+    from engine.training.preflight_checks import (
+        NO_ESTIMATE,
+        checkpointing_choice,
+        parameters_for,
+    )
+
+    shaped = memory_config(config, quantized, sequences)
+    try:
+        trainable, total, shape = parameters_for(shaped)
+    except Exception:  # a model that does not build on the meta device: the safe side
+        return True, NO_ESTIMATE
+    on, why, _ = checkpointing_choice(shaped, device, total, trainable, shape, mean_tokens,
+                                      completion_tokens)
+    return on, why
 
 
 def prepare_on_cpu(trainer: Any, device: str) -> None:

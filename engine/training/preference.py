@@ -26,6 +26,9 @@ from engine.errors import ConfigError, TunedeckError
 from engine.training.lora_policy import load_start as load_base
 
 FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+# The answers of a row the trained pass runs: DPO's chosen and rejected as one batch; KTO's
+# completion (its KL pass over mismatched pairs runs without gradients, keeping no activations).
+ANSWERS = {"dpo": ("chosen", "rejected"), "kto": ("completion",)}
 # Trainer log keys passed through into "log" events (the live view's rewards and accuracy).
 PASSTHROUGH_PREFIXES = ("rewards/", "logps/", "logits/", "kl")
 
@@ -96,11 +99,61 @@ def load_rows(path: Path, method: str, limit: int | None = None) -> list[dict[st
 # --------------------------------------------------------------------------- trainer
 
 
-def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str) -> Any:
+def tokenized(tokenizer: Any, row: dict[str, Any], answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, prompt + answer ids) of a row, conversational rows through the chat template."""
+    if isinstance(row["prompt"], list):
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+        full = tokenizer.apply_chat_template(row["prompt"] + row[answer], tokenize=True,
+                                             return_dict=True)["input_ids"]
+    else:
+        prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        full = prompt + tokenizer(row[answer], add_special_tokens=False)["input_ids"]
+    return prompt, full
+
+
+def sequence_lengths(tokenizer: Any, rows: list[dict[str, Any]],
+                     method: str) -> list[list[tuple[int, int]]]:
+    """(prompt tokens, prompt + answer tokens) of each sequence of each row that the trained pass
+    runs (`ANSWERS`)."""
+    out = []
+    for row in rows:
+        pairs = []
+        for answer in ANSWERS[method]:
+            prompt, full = tokenized(tokenizer, row, answer)
+            pairs.append((len(prompt), len(full)))
+        out.append(pairs)
+    return out
+
+
+def memory_tokens(lengths: list[list[tuple[int, int]]], max_seq_len: int) -> tuple[float, float]:
+    """(tokens, trained tokens) per sequence on average, cut at max_seq_len: the memory
+    estimate's row."""
+    pairs = [pair for row in lengths for pair in row] or [(0, 0)]
+    full = [min(whole, max_seq_len) for _, whole in pairs]
+    trained = [max(0, min(whole, max_seq_len) - prompt) for prompt, whole in pairs]
+    return sum(full) / len(pairs), sum(trained) / len(pairs)
+
+
+def run_checkpointing(config: Any, loaded: Any, rows: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Gradient checkpointing for a dpo/kto run, from the same estimate as its pre-flight's."""
+    from engine.training.lora_policy import run_checkpointing as decide
+
+    device = loaded.info.device
+    if device != "cuda":  # nothing to tokenize for a decision that is made already
+        return decide(config, device, False, 0.0, 0.0)
+    mean, trained = memory_tokens(sequence_lengths(loaded.tokenizer, rows, config.method),
+                                  config.max_seq_len)
+    return decide(config, device, loaded.info.quantization == "4bit", mean, trained,
+                  sequences=len(ANSWERS[config.method]))
+
+
+def preference_args(config: Any, output_dir: Path, device: str, dtype_name: str,
+                    checkpointing: bool | None = None) -> Any:
     from engine.training.shared import common_args
 
-    common = dict(common_args(config, output_dir, device, dtype_name), eval_strategy="no",
-                  beta=config.beta)
+    common = dict(common_args(config, output_dir, device, dtype_name, checkpointing),
+                  eval_strategy="no", beta=config.beta)
     if config.method == "dpo":
         from trl import DPOConfig
 
@@ -125,8 +178,12 @@ def build_preference_trainer(config: Any, run_dir: Path | str, callbacks: list[A
     loaded = loaded or load_base(config)
     model, peft_config = start_policy(config, loaded.model)  # always a LoRA adapter
     model.train()
+    from engine.training.shared import log
+
+    checkpointing, why = run_checkpointing(config, loaded, rows)
+    log(f"gradient checkpointing {why}")
     args = preference_args(config, Path(run_dir) / "checkpoints", loaded.info.device,
-                           loaded.info.dtype)
+                           loaded.info.dtype, checkpointing)
     if config.method == "dpo":
         from trl import DPOTrainer as Trainer
     else:
@@ -234,23 +291,20 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
         report.errors.append(str(err))
         return report
     report.train_rows = len(rows)
-    report.device = models.device_policy().device
+    policy = models.device_policy()
+    report.device = policy.device
+    from engine.training.shared import mixed_precision, optimizer_name
+
+    report.precision, report.precision_reason = mixed_precision(config, policy.device,
+                                                                policy.dtype_name)
+    report.optimizer = optimizer_name(config, policy.device)
     say("Tokenizing…")
-    answer = "chosen" if config.method == "dpo" else "completion"
-    lengths = []
-    for i, row in enumerate(rows):
-        if isinstance(row["prompt"], list):
-            prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
-                                                   tokenize=True, return_dict=True)["input_ids"]
-            full = tokenizer.apply_chat_template(row["prompt"] + row[answer], tokenize=True,
-                                                 return_dict=True)["input_ids"]
-        else:
-            prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-            full = prompt + tokenizer(row[answer], add_special_tokens=False)["input_ids"]
-        lengths.append(len(full))
-        if i == 0:
-            report.example_tokens = [(tokenizer.decode([t]), n >= len(prompt))
-                                     for n, t in enumerate(full)]
+    answer = ANSWERS[config.method][0]  # DPO: the chosen one
+    prompt, full = tokenized(tokenizer, rows[0], answer)
+    report.example_tokens = [(tokenizer.decode([t]), n >= len(prompt))
+                             for n, t in enumerate(full)]
+    sequences = sequence_lengths(tokenizer, rows, config.method)
+    lengths = [row[0][1] for row in sequences]
     report.mean_tokens = sum(lengths) / len(lengths)
     long = sum(1 for n in lengths if n > config.max_seq_len)
     if long:
@@ -266,8 +320,9 @@ def preflight_preference(config: Any, progress: Any = None) -> Any:
 
     if not check_model_fit(config, report):
         return report
-    from engine.training.lora_policy import count_adapter_parameters
+    from engine.training.lora_policy import plan_memory
 
-    count_adapter_parameters(config, report)
+    plan_memory(config, report, *memory_tokens(sequences, config.max_seq_len),
+                sequences=len(ANSWERS[config.method]))
     report.ok = not report.errors
     return report

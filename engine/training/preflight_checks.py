@@ -242,6 +242,10 @@ def memory_estimate(config: TrainConfig, device: str, total: int, trainable: int
     return out
 
 
+# Gradient checkpointing where the memory could not be estimated (a model that does not build
+# on the meta device): on CUDA, as the safe side.
+NO_ESTIMATE = "on: the memory could not be estimated, so the safe side"
+
 # The share of a GPU's memory a plan may fill: CUDA's own context, the allocator's fragments and
 # this estimate's error take the rest. A plan above it turns gradient checkpointing on.
 GPU_MEMORY_USABLE = 0.85

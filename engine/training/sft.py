@@ -17,6 +17,7 @@ from engine.training import data as tdata
 from engine.training.config import TrainConfig
 from engine.training.data import IGNORE
 from engine.training.preflight_checks import (
+    NO_ESTIMATE,
     PreflightReport,
     check_model_fit,
     checkpointing_choice,
@@ -46,7 +47,6 @@ CPU_REFERENCE_PARAMS = 135e6
 # The training step in bf16 mixed precision on a CPU with native bf16 matmuls, vs fp32: 805 vs
 # 476 tokens/s (LoRA), 662 vs 408 (QLoRA) measured on an AVX512-BF16 EPYC.
 CPU_BF16_STEP_GAIN = 1.6
-NO_ESTIMATE = "on: the memory could not be estimated, so the safe side"
 
 
 def sft_args(config: TrainConfig, output_dir: Path, device: str, dtype_name: str,

@@ -50,7 +50,8 @@ class FastSFTTrainer(SFTTrainer):
                 dataset, "column_names", []):
             return super()._get_train_sampler(train_dataset)
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        return LengthSortedBatchSampler(lengths, self.args.train_batch_size, self.args.seed)
+        return LengthSortedBatchSampler(lengths, self.args.train_batch_size, self.args.seed,
+                                        processes=self.args.world_size)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         # Evaluation in length order: little padding, and batches whose rows share a prefix.
