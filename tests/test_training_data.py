@@ -125,7 +125,7 @@ def test_two_ranks_take_the_rows_of_one_process_with_the_global_batch(monkeypatc
         rank0, rank1 = batches(2, 2, 0, epoch), batches(2, 2, 1, epoch)
         assert len(rank0) == len(rank1) == len(one) == 6
         assert [a + b for a, b in zip(rank0, rank1, strict=True)] == one
-    # The trainer passes the per-device batch; the processes come from torchrun's WORLD_SIZE.
+    # Left unnamed (the benchmark), the processes come from torchrun's WORLD_SIZE.
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert list(LengthSortedBatchSampler(lengths, 2, seed=3)) == list(
         LengthSortedBatchSampler(lengths, 4, seed=3, processes=1))

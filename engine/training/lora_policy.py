@@ -69,32 +69,38 @@ def starts_quantized(config: Any) -> bool:
         return False
 
 
+def _estimate(config: Any, device: str, quantized: bool, mean_tokens: float,
+              completion_tokens: float, sequences: int) -> tuple[int, int, tuple[bool, str, Any]]:
+    """(trainable, total parameters, SFT's `checkpointing_choice`) for the adapter these methods
+    train; raises when the model does not build on the meta device."""
+    from engine.training.preflight_checks import checkpointing_choice, parameters_for
+
+    shaped = memory_config(config, quantized, sequences)
+    trainable, total, shape = parameters_for(shaped)
+    return trainable, total, checkpointing_choice(shaped, device, total, trainable, shape,
+                                                  mean_tokens, completion_tokens)
+
+
 def plan_memory(config: Any, report: Any, mean_tokens: float, completion_tokens: float,
                 sequences: int = 1) -> None:
     """Pre-flight's parameter counts (as for a fresh LoRA adapter of the config's shape, what
     these methods train), memory estimate and gradient checkpointing, which on CUDA is on only
-    where the activations would not fit without it: SFT's decision (`checkpointing_choice`),
-    the one `run_checkpointing` makes in the run. A model that does not build on the meta
-    device is a warning, and checkpointing stays as the run then decides."""
-    from engine.training.preflight_checks import (
-        NO_ESTIMATE,
-        checkpointing_choice,
-        parameters_for,
-    )
+    where the activations would not fit without it: the decision `run_checkpointing` makes in
+    the run. A model that does not build on the meta device is a warning, and checkpointing
+    stays as the run then decides."""
+    from engine.training.preflight_checks import NO_ESTIMATE
 
     on_cuda = report.device == "cuda"
     report.checkpointing = on_cuda
     report.checkpointing_reason = NO_ESTIMATE if on_cuda else f"off on {report.device}"
-    shaped = memory_config(config, starts_quantized(config), sequences)
     try:
-        trainable, total, shape = parameters_for(shaped)
+        trainable, total, choice = _estimate(config, report.device, starts_quantized(config),
+                                             mean_tokens, completion_tokens, sequences)
     except Exception as err:  # a model we cannot build on meta: numbers unknown, not fatal
         report.warnings.append(f"parameters not counted ({type(err).__name__}: {err})")
         return
     report.trainable_params, report.total_params = trainable, total
-    report.checkpointing, report.checkpointing_reason, report.memory_estimate_mb = \
-        checkpointing_choice(shaped, report.device, total, trainable, shape, mean_tokens,
-                             completion_tokens)
+    report.checkpointing, report.checkpointing_reason, report.memory_estimate_mb = choice
 
 
 def run_checkpointing(config: Any, device: str, quantized: bool, mean_tokens: float,
@@ -103,19 +109,13 @@ def run_checkpointing(config: Any, device: str, quantized: bool, mean_tokens: fl
     (`plan_memory`): on CUDA only when the activations would not fit without it."""
     if device != "cuda":
         return False, f"off on {device}"
-    from engine.training.preflight_checks import (
-        NO_ESTIMATE,
-        checkpointing_choice,
-        parameters_for,
-    )
+    from engine.training.preflight_checks import NO_ESTIMATE
 
-    shaped = memory_config(config, quantized, sequences)
     try:
-        trainable, total, shape = parameters_for(shaped)
+        _, _, (on, why, _) = _estimate(config, device, quantized, mean_tokens,
+                                       completion_tokens, sequences)
     except Exception:  # a model that does not build on the meta device: the safe side
         return True, NO_ESTIMATE
-    on, why, _ = checkpointing_choice(shaped, device, total, trainable, shape, mean_tokens,
-                                      completion_tokens)
     return on, why
 
 
