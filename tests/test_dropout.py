@@ -21,6 +21,9 @@ def test_drops_p_of_the_inputs_and_keeps_the_expectation(p, dtype):
     y = FastDropout(p).train()(x)
     dropped = (y == 0).float().mean().item()
     assert dropped == pytest.approx(p, abs=0.002)
+    # Each of the four 16-bit lanes of a 64-bit draw drops at p, the top one included.
+    lanes = (y == 0).float().flatten()[: 10**6].view(-1, 4).mean(0)
+    assert lanes.tolist() == pytest.approx([p] * 4, abs=0.004)
     assert y.float().mean().item() == pytest.approx(1.0, abs=0.005)
     values = torch.unique(y.float()).tolist()
     assert values[0] == 0.0 and values[1:] == [pytest.approx(1 / (1 - p), rel=1e-2)]

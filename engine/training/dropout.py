@@ -2,10 +2,11 @@
 
 A profile of a LoRA step on a 2-core CPU puts `aten::bernoulli_` at 23% of the CPU time: every
 one of the 210 adapted layers of SmolLM2-135M draws one float per input element for a 5% dropout.
-Here the mask comes from 16 random bits per element (four elements per 64-bit draw) compared
-with a threshold, and the backward pass keeps a bool mask. The distribution is the same Bernoulli
-keep-mask up to `p` rounded to 1/32768, scaled so that the expectation is unchanged; the draws
-come from torch's CPU generator, so seeds and a resumed run's RNG state hold as before.
+Here the mask comes from 16 random bits per element (four elements per full-range 64-bit draw,
+one signed compare per lane), and the backward pass keeps a bool mask. The distribution is the
+same Bernoulli keep-mask up to `p` rounded to 1/65536, scaled so that the expectation is
+unchanged; the draws come from torch's CPU generator, so seeds and a resumed run's RNG state hold
+as before.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ from typing import Any
 import torch
 from torch import nn
 
-_LEVELS = 1 << 15  # the low 15 bits of each 16-bit lane: the top bit of an int64 draw is 0
+_LEVELS = 1 << 16  # every bit of a 16-bit lane is random: the draws span the whole int64 range
+_INT64_MIN = -(1 << 63)
 
 
 def _keep_mask(shape: torch.Size, threshold: int) -> torch.Tensor:
+    """Bool mask, True with probability 1 - threshold/65536. `random_(min, None)` is torch's
+    full-range kernel; plain `random_()` draws [0, 2^63), whose top lane would lose a bit."""
     n = shape.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n]
-    return ((bits & (_LEVELS - 1)) >= threshold).view(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(_INT64_MIN, None)
+    return (bits.view(torch.int16)[:n] >= threshold - (_LEVELS >> 1)).view(shape)
+
+
+def _apply(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    # Measured on (8, 150, 576): for fp32, multiplying by the bool mask then scaling in place is
+    # 3x cheaper than `where`; for bf16 `where` is the cheaper one.
+    if x.dtype == torch.float32:
+        return x.mul(keep).mul_(scale)
+    return torch.where(keep, x * scale, 0)
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -30,12 +42,12 @@ class _MaskedScale(torch.autograd.Function):
         keep = _keep_mask(x.shape, threshold)
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return torch.where(keep, x * scale, 0)
+        return _apply(x, keep, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0), None, None
+        return _apply(grad, keep, ctx.scale), None, None
 
 
 class FastDropout(nn.Module):
